@@ -1,0 +1,1 @@
+"""tensorflow-datasets builders for pix2pix_jax."""
