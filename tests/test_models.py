@@ -1,0 +1,146 @@
+"""Model shapes, parameter counts against the reference, init, dropout and the up-conv."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from pix2pix_jax import models, steps
+from pix2pix_jax.configs import default
+
+
+def abstract_params(module, shape):
+    variables = jax.eval_shape(
+        lambda: module.init({"params": jax.random.key(0)}, jnp.zeros(shape), train=False)
+    )
+    return variables["params"]
+
+
+def model_config(**overrides) -> ml_collections.ConfigDict:
+    config = default.get_config().model
+    config.update(overrides)
+    return config
+
+
+def test_parameter_counts_equal_the_reference():
+    generator = models.create_generator(model_config(generator="unet_256"), 256, 3)
+    assert models.count_params(abstract_params(generator, (1, 256, 256, 3))) == 54_413_955
+    discriminator = models.create_discriminator(model_config(discriminator="basic"))
+    assert models.count_params(abstract_params(discriminator, (1, 256, 256, 6))) == 2_768_705
+
+
+@pytest.mark.parametrize(
+    "name, size, depth",
+    [("unet_256", 256, 8), ("unet_128", 128, 7), ("unet", 64, 6), ("unet", 512, 9)],
+)
+def test_generator_depth(name, size, depth):
+    generator = models.create_generator(model_config(generator=name), size, 3)
+    assert generator.num_downs == depth
+    params = abstract_params(generator, (1, size, size, 3))
+    assert sum(k.startswith("Conv_") for k in params) == depth  # one conv per encoder block
+
+
+def test_generator_and_discriminator_shapes():
+    generator = models.UnetGenerator(num_downs=5, ngf=8, out_channels=2)
+    x = jnp.linspace(-1, 1, 2 * 32 * 32 * 3).reshape(2, 32, 32, 3)
+    variables = generator.init({"params": jax.random.key(0)}, x, train=False)
+    y = generator.apply(variables, x, train=False)
+    assert y.shape == (2, 32, 32, 2)
+    assert float(jnp.max(jnp.abs(y))) <= 1.0  # tanh output
+    d = models.PatchDiscriminator(ndf=8)
+    pair = jnp.zeros((1, 256, 256, 6))
+    logits = jax.eval_shape(
+        lambda: d.apply(d.init(jax.random.key(0), pair, train=False), pair, train=False)
+    )
+    assert logits.shape == (1, 30, 30, 1)  # the reference's 30x30 patch map at 256
+
+
+def test_bad_model_options_are_named():
+    with pytest.raises(ValueError, match="model.generator='resnet_7blocks'"):
+        models.create_generator(model_config(generator="resnet_7blocks"), 256, 3)
+    with pytest.raises(ValueError, match="divisible by 256"):
+        models.create_generator(model_config(generator="unet_256"), 128, 3)
+    with pytest.raises(ValueError, match="power-of-two"):
+        models.create_generator(model_config(generator="unet"), 96, 3)
+    with pytest.raises(ValueError, match="model.norm='group'"):
+        models.create_discriminator(model_config(norm="group"))
+    with pytest.raises(ValueError, match="model.discriminator='pixelgan'"):
+        models.create_discriminator(model_config(discriminator="pixelgan"))
+
+
+def test_init_distributions_and_biases():
+    generator = models.UnetGenerator(num_downs=8)
+    variables = generator.init(
+        {"params": jax.random.key(0)}, jnp.zeros((1, 256, 256, 3)), train=False
+    )
+    params = variables["params"]
+    kernel = np.asarray(params["Conv_4"]["kernel"])  # 512 -> 512, 4M weights
+    assert abs(kernel.mean()) < 1e-3 and kernel.std() == pytest.approx(0.02, rel=0.01)
+    scales = np.concatenate([np.asarray(v["BatchNorm_0"]["scale"]) for k, v in params.items()
+                             if k.startswith("Norm_")])  # fmt: skip
+    assert scales.mean() == pytest.approx(1.0, abs=0.003) and scales.std() == pytest.approx(
+        0.02, rel=0.1
+    )
+    # Batch norm has its own shift: no conv bias, except the outermost up-conv (no norm there).
+    biased = [k for k, v in params.items() if "bias" in v]
+    assert biased == ["UpConv_7"]
+    instance = models.UnetGenerator(num_downs=5, ngf=4, norm="instance")
+    i_params = abstract_params(instance, (1, 32, 32, 3))
+    assert all("bias" in v for k, v in i_params.items() if k.startswith(("Conv_", "UpConv_")))
+
+
+def naive_conv_transpose(x, w):
+    """PyTorch ConvTranspose2d(k=4, s=2, p=1) by its definition: scatter, then crop."""
+    n, h, wd, _ = x.shape
+    out = np.zeros((n, 2 * h + 2, 2 * wd + 2, w.shape[-1]), np.float64)
+    for i in range(h):
+        for j in range(wd):
+            for kh in range(4):
+                for kw in range(4):
+                    out[:, 2 * i + kh, 2 * j + kw] += x[:, i, j] @ w[kh, kw]
+    return out[:, 1:-1, 1:-1]
+
+
+def test_upconv_equals_transposed_convolution():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+    w = rng.normal(size=(4, 4, 3, 4)).astype(np.float32)
+    b = rng.normal(size=(4,)).astype(np.float32)
+    y = models.UpConv(4).apply({"params": {"kernel": w, "bias": b}}, x)
+    np.testing.assert_allclose(y, naive_conv_transpose(x, w) + b, atol=1e-5)
+    # ... and to flax's own transposed convolution with a flipped kernel.
+    flax_y = jax.lax.conv_transpose(
+        x, w[::-1, ::-1], (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    np.testing.assert_allclose(y, flax_y + b, atol=1e-5)
+
+
+def run_generator(variables, x, key, train):
+    generator = models.UnetGenerator(num_downs=5, ngf=8)
+    out = generator.apply(variables, x, train=train, rngs={"dropout": key}, mutable=["batch_stats"])
+    return out[0]
+
+
+def test_dropout_is_the_noise_and_follows_the_step():
+    generator = models.UnetGenerator(num_downs=5, ngf=8)
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
+    variables = generator.init({"params": jax.random.key(0)}, x, train=False)
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+    same = run_generator(variables, x, k1, True), run_generator(variables, x, k1, True)
+    np.testing.assert_array_equal(*same)
+    assert not np.allclose(same[0], run_generator(variables, x, k2, True))
+    # Without dropout (deterministic mode) the key does not matter.
+    np.testing.assert_array_equal(
+        generator.apply(variables, x, train=False), generator.apply(variables, x, train=False)
+    )
+
+    # The train step's key is a pure function of (seed, step, device) and differs with each.
+    def keys(step_per_device):
+        fn = jax.vmap(lambda s: steps.dropout_key(0, s), axis_name=models.BATCH_AXIS)
+        return np.asarray(jax.random.key_data(fn(jnp.array(step_per_device))))
+
+    k = keys([3, 3, 4])  # devices 0, 1, 2
+    assert not np.array_equal(k[0], k[1])  # same step, other device
+    assert not np.array_equal(k[0], keys([4, 3, 4])[0])  # same device, other step
+    np.testing.assert_array_equal(k[0], keys([3, 9, 9])[0])
