@@ -1,1 +1,3 @@
-"""tensorflow-datasets builders for pix2pix_jax."""
+"""tensorflow-datasets builders of pix2pix_jax; importing this package registers them."""
+
+from pix2pix_jax.datasets import synthetic_facades  # noqa: F401
