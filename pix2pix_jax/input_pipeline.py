@@ -1,0 +1,174 @@
+"""Input pipeline: a tfds data source -> grain -> device batches.
+
+Records are read with random access from a prepared tfds dataset (array_record,
+no TensorFlow), paired by `dataset.direction`, jittered as in the paper
+(resize to 286/256 of the crop size, random crop back, random horizontal flip,
+the same crop and flip for input and target), scaled to [-1, 1] and batched
+as [local devices, per-device batch, H, W, C].
+
+Everything random is a pure function of the seed and the record's position in
+the stream (grain's `random_map` seeds each element by its index), so the
+batch of step k is the same in every run, resumed or not.
+"""
+
+import collections
+from collections.abc import Iterator
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+import pix2pix_jax.datasets  # noqa: F401  (registers the builders)
+from pix2pix_jax.models import BATCH_AXIS
+
+DIRECTIONS = ("AtoB", "BtoA")
+Batch = dict[str, np.ndarray]
+
+
+def load_split(dataset_config: Any, split: str):
+    """A random-access source of `split` of `dataset_config.name`, prepared on first use."""
+    name = dataset_config.name
+    data_dir = dataset_config.data_dir or None
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(f"dataset.name={name!r}: no such tfds dataset ({e})") from e
+    if not builder.is_prepared():
+        print(f"Preparing {name} in {builder.data_dir} (once) ...", flush=True)
+        builder.download_and_prepare(file_format="array_record")
+    splits = list(builder.info.splits)
+    if split not in splits:
+        raise ValueError(f"dataset {name!r} has no split {split!r}; it has {splits}")
+    return builder.as_data_source()[split]
+
+
+def _pair(record: dict, direction: str) -> tuple[np.ndarray, np.ndarray]:
+    """(input, target) of a record as uint8 HWC RGB arrays."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"dataset.direction={direction!r} is not one of {DIRECTIONS}")
+    a, b = record["image_a"], record["image_b"]
+    return (a, b) if direction == "AtoB" else (b, a)
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+
+
+def _to_float(image: np.ndarray) -> np.ndarray:
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
+def jitter(
+    images: tuple[np.ndarray, ...],
+    rng: np.random.Generator,
+    size: int,
+    load_size: int,
+    flip: bool,
+) -> tuple[np.ndarray, ...]:
+    """The paper's random jitter, with one crop and one flip shared by all `images`."""
+    top, left = rng.integers(0, load_size - size + 1, size=2)
+    do_flip = flip and rng.random() < 0.5
+    out = []
+    for image in images:
+        image = _resize(image, load_size)[top : top + size, left : left + size]
+        out.append(image[:, ::-1] if do_flip else image)
+    return tuple(out)
+
+
+def _check_batch(batch_size: int, what: str) -> tuple[int, int]:
+    """(per-host batch, per-device batch) for a global `batch_size`."""
+    devices = jax.device_count()
+    if batch_size % devices:
+        raise ValueError(f"{what}={batch_size} must be divisible by the {devices} devices")
+    return batch_size // jax.process_count(), batch_size // devices
+
+
+def _to_devices(batch: Batch, per_device: int) -> Batch:
+    """Reshape [local batch, ...] to [local devices, per-device batch, ...]."""
+    return {k: v.reshape((-1, per_device) + v.shape[1:]) for k, v in batch.items()}
+
+
+def train_dataset(config: Any, source=None) -> grain.IterDataset:
+    """The endless, shuffled, jittered training stream of device-shaped batches."""
+    ds_config = config.dataset
+    source = load_split(ds_config, ds_config.train_split) if source is None else source
+    local_batch, per_device = _check_batch(config.batch_size, "batch_size")
+    load_size = int(round(config.image_size * ds_config.load_size_ratio))
+    if load_size < config.image_size:
+        raise ValueError(f"dataset.load_size_ratio={ds_config.load_size_ratio} must be >= 1")
+
+    def make_example(record: dict, rng: np.random.Generator) -> Batch:
+        x, y = jitter(
+            _pair(record, ds_config.direction), rng, config.image_size, load_size, ds_config.flip
+        )
+        return {"input": _to_float(x), "target": _to_float(y)}
+
+    ds = grain.MapDataset.source(source)[jax.process_index() :: jax.process_count()]
+    ds = ds.shuffle(seed=config.seed).repeat()  # a new order every epoch
+    ds = ds.random_map(make_example, seed=config.seed)
+    ds = ds.batch(local_batch, drop_remainder=True).map(lambda b: _to_devices(b, per_device))
+    iter_ds = ds.to_iter_dataset()
+    if ds_config.num_workers > 0:
+        iter_ds = iter_ds.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=ds_config.num_workers, per_worker_buffer_size=ds_config.prefetch
+            )
+        )
+    return iter_ds
+
+
+def eval_batches(config: Any, source=None) -> Iterator[Batch]:
+    """This host's share of the eval split, resized, in padded device-shaped batches.
+
+    Each batch carries a boolean `mask` ([devices, per-device batch]) that is
+    False for the padding of the last batch.
+    """
+    ds_config = config.dataset
+    source = load_split(ds_config, config.eval.split) if source is None else source
+    local_batch, per_device = _check_batch(config.eval.batch_size, "eval.batch_size")
+
+    def make_example(record: dict) -> Batch:
+        x, y = (_resize(im, config.image_size) for im in _pair(record, ds_config.direction))
+        return {"input": _to_float(x), "target": _to_float(y), "mask": np.bool_(True)}
+
+    ds = grain.MapDataset.source(source)[jax.process_index() :: jax.process_count()]
+    for batch in ds.map(make_example).batch(local_batch):
+        pad = local_batch - len(batch["mask"])
+        if pad:
+            batch = {
+                k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+                for k, v in batch.items()
+            }
+        yield _to_devices(batch, per_device)
+
+
+def device_sharding() -> jax.NamedSharding:
+    """Splits a leading axis over the local devices, as `jax.pmap` over `BATCH_AXIS` expects."""
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (BATCH_AXIS,))
+    return jax.NamedSharding(mesh, jax.P(BATCH_AXIS))
+
+
+def prefetch_to_devices(iterator: Iterator, size: int = 2) -> Iterator[tuple[Any, Any]]:
+    """Yields (batch on the local devices, iterator state after that batch), `size` ahead.
+
+    The state travels with its batch, so the state saved with a checkpoint is
+    the one of the last batch the saved step consumed, however far ahead the
+    prefetch reads.
+    """
+    sharding = device_sharding()
+    queue = collections.deque()
+
+    def enqueue() -> None:
+        batch = next(iterator)
+        queue.append((jax.device_put(batch, sharding), iterator.get_state()))
+
+    for _ in range(size):
+        enqueue()
+    while queue:
+        yield queue.popleft()
+        enqueue()
