@@ -1,0 +1,202 @@
+"""The train/eval loop: side effects at the edges around the pure steps of `steps`.
+
+`train_and_evaluate(config, workdir)` trains from the latest checkpoint in
+`workdir` (or from scratch), evaluates on the val split at step 0, every
+`eval_every_steps` and at the end, and writes config.json, metrics.jsonl,
+TensorBoard events, samples/ and checkpoints/ into `workdir`.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+
+import flax.jax_utils
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from pix2pix_jax import checkpointing, input_pipeline, losses, models, steps, writers
+
+CHANNELS = 3  # RGB in, RGB out: what the input pipeline delivers.
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raise a ValueError naming the first config field with an unusable value."""
+    for field in (
+        "num_train_steps",
+        "batch_size",
+        "log_every_steps",
+        "eval_every_steps",
+        "checkpoint_every_steps",
+        "max_checkpoints_to_keep",
+        "eval.batch_size",
+    ):
+        value = config
+        for part in field.split("."):
+            value = value[part]
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field} must be a positive integer, got {value!r}")
+    if config.dataset.direction not in input_pipeline.DIRECTIONS:
+        raise ValueError(
+            f"dataset.direction={config.dataset.direction!r} is not one of "
+            f"{input_pipeline.DIRECTIONS}"
+        )
+    if config.loss.gan_mode not in losses.GAN_MODES:
+        raise ValueError(f"loss.gan_mode={config.loss.gan_mode!r} is not one of {losses.GAN_MODES}")
+    if config.eval.mode not in ("paper", "deterministic"):
+        raise ValueError(f"eval.mode={config.eval.mode!r} is not one of ('paper', 'deterministic')")
+    models.create_generator(config.model, config.image_size, CHANNELS)
+    models.create_discriminator(config.model)
+
+
+def make_setup(config: ml_collections.ConfigDict) -> steps.Setup:
+    """The networks, optimisers and loss settings that `config` describes."""
+    tx = steps.make_optimizer(config)
+    return steps.Setup(
+        generator=models.create_generator(config.model, config.image_size, CHANNELS),
+        discriminator=models.create_discriminator(config.model),
+        g_tx=tx,
+        d_tx=tx,
+        seed=config.seed,
+        gan_mode=config.loss.gan_mode,
+        lambda_l1=config.loss.lambda_l1,
+    )
+
+
+def initial_state(config: ml_collections.ConfigDict, setup: steps.Setup) -> steps.TrainState:
+    """The step-0 train state on the host: a function of the config and seed only."""
+    init = jax.jit(steps.init_state, static_argnums=(0, 1, 2))
+    shape = (config.image_size, config.image_size, CHANNELS)
+    return jax.device_get(init(setup, shape, CHANNELS))
+
+
+def evaluate(p_eval, state, config, eval_source) -> tuple[dict[str, float], np.ndarray]:
+    """Mean metrics over the whole eval split, and a sample grid of its first images."""
+    sums: dict[str, float] = {}
+    count = 0
+    samples = []
+    for batch in input_pipeline.eval_batches(config, eval_source):
+        mask = batch.pop("mask")
+        fake, per_image = p_eval(state, batch)
+        per_image, fake = jax.device_get((per_image, fake))
+        for name, values in per_image.items():
+            sums[name] = sums.get(name, 0.0) + float(np.sum(values[mask]))
+        count += int(mask.sum())
+        if sum(len(s[0]) for s in samples) < config.eval.num_samples:
+            samples.append([a[mask] for a in (batch["input"], fake, batch["target"])])
+    if count == 0:
+        raise ValueError(f"eval split {config.eval.split!r} is empty")
+    inputs, outputs, targets = (
+        np.concatenate([s[i] for s in samples])[: config.eval.num_samples] for i in range(3)
+    )
+    return {k: v / count for k, v in sums.items()}, writers.sample_grid(inputs, outputs, targets)
+
+
+class _Logger:
+    """Train-metric bookkeeping between log steps (device arrays until flushed)."""
+
+    def __init__(self, config, writer, schedule, progress):
+        self.config, self.writer, self.schedule, self.progress = config, writer, schedule, progress
+        self.pending: list[dict] = []
+        self.since = time.perf_counter()
+
+    def add(self, step_metrics: dict) -> None:
+        self.pending.append(step_metrics)
+
+    def flush(self, step: int) -> None:
+        """Average the pending steps' metrics, check them and write them out."""
+        stacked = jax.device_get(self.pending)
+        means = {k: float(np.mean([m[k][0] for m in stacked])) for k in stacked[0]}
+        bad = [k for k, v in means.items() if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(
+                f"non-finite {', '.join(bad)} at step {step} (mean of steps "
+                f"{step - len(stacked) + 1}..{step}); stopping, the last checkpoint is kept"
+            )
+        elapsed = time.perf_counter() - self.since
+        means["learning_rate"] = float(self.schedule(step - 1))
+        means["images_per_second"] = len(stacked) * self.config.batch_size / elapsed
+        if self.writer:
+            self.writer.write(step, means)
+        self.progress.set_postfix(g_l1=f"{means['g_l1']:.4f}", d=f"{means['d_loss']:.3f}")
+        self.pending, self.since = [], time.perf_counter()
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous != json.loads(config.to_json()):
+            print(f"Note: config differs from {path}; resuming with the new one.", flush=True)
+    with open(path, "w") as f:
+        f.write(config.to_json(indent=2) + "\n")
+
+
+def _run_eval(p_eval, state, config, eval_source, writer, workdir, step, progress) -> None:
+    results, grid = evaluate(p_eval, state, config, eval_source)
+    if writer:
+        writer.write(step, results, split=config.eval.split)
+        writer.write_image(step, f"{config.eval.split}/samples", grid)
+        writers.save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
+    summary = " ".join(f"{k}={v:.4f}" for k, v in results.items())
+    progress.write(f"[step {step}] {config.eval.split}: {summary}")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
+    """Train and evaluate as `config` says, resuming from `workdir`; returns the final state."""
+    validate_config(config)
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    is_chief = jax.process_index() == 0
+    if is_chief:
+        _write_config(config, workdir)
+    setup = make_setup(config)
+    train_source = input_pipeline.load_split(config.dataset, config.dataset.train_split)
+    eval_source = input_pipeline.load_split(config.dataset, config.eval.split)
+    train_iter = iter(input_pipeline.train_dataset(config, train_source))
+
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"), config.max_checkpoints_to_keep
+    )
+    state = initial_state(config, setup)
+    start = checkpointer.latest_step() or 0
+    if start:
+        state, data_state = checkpointer.restore(start, state)
+        train_iter.set_state(data_state)
+        print(f"Resuming from the checkpoint of step {start}.", flush=True)
+    state = flax.jax_utils.replicate(state, axis_name=models.BATCH_AXIS)
+    p_train = steps.pmapped_train_step(setup)
+    p_eval = steps.pmapped_eval_step(setup, config.eval.mode)
+    writer = writers.MetricWriter(workdir) if is_chief else None
+    progress = tqdm.tqdm(
+        total=config.num_train_steps, initial=start, file=sys.stdout, unit="step",
+        disable=not is_chief, dynamic_ncols=True, mininterval=2.0,
+    )  # fmt: skip
+    logger = _Logger(config, writer, steps.learning_rate_schedule(config), progress)
+    try:
+        if start == 0:
+            _run_eval(p_eval, state, config, eval_source, writer, workdir, 0, progress)
+        batches = input_pipeline.prefetch_to_devices(train_iter)
+        for step in range(start + 1, config.num_train_steps + 1):
+            batch, data_state = next(batches)
+            state, step_metrics = p_train(state, batch)
+            logger.add(step_metrics)
+            progress.update()
+            last = step == config.num_train_steps
+            save = step % config.checkpoint_every_steps == 0 or last
+            if step % config.log_every_steps == 0 or save:
+                logger.flush(step)  # also before each save: never checkpoint a non-finite state
+            if save:
+                checkpointer.save(step, flax.jax_utils.unreplicate(state), data_state)
+            if step % config.eval_every_steps == 0 or last:
+                _run_eval(p_eval, state, config, eval_source, writer, workdir, step, progress)
+    finally:
+        progress.close()
+        checkpointer.close()
+        if writer:
+            writer.close()
+    return jax.device_get(flax.jax_utils.unreplicate(state))
