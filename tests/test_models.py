@@ -24,9 +24,9 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def test_parameter_counts_equal_the_reference():
-    generator = models.create_generator(model_config(generator="unet_256"), 256, 3)
+    generator = models.create_generator(model_config(generator="unet_256", ngf=64), 256, 3)
     assert models.count_params(abstract_params(generator, (1, 256, 256, 3))) == 54_413_955
-    discriminator = models.create_discriminator(model_config(discriminator="basic"))
+    discriminator = models.create_discriminator(model_config(discriminator="basic", ndf=64))
     assert models.count_params(abstract_params(discriminator, (1, 256, 256, 6))) == 2_768_705
 
 
