@@ -19,6 +19,7 @@ import grain
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 from PIL import Image
 
 import pix2pix_jax.datasets  # noqa: F401  (registers the builders)
@@ -29,20 +30,31 @@ Batch = dict[str, np.ndarray]
 
 
 def load_split(dataset_config: Any, split: str):
-    """A random-access source of `split` of `dataset_config.name`, prepared on first use."""
+    """A random-access source of `split` of `dataset_config.name`, prepared on first use.
+
+    Process 0 prepares first; the others then find it prepared on a shared file
+    system, or prepare their own copy on a local disk, without racing it.
+    """
     name = dataset_config.name
-    data_dir = dataset_config.data_dir or None
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError(f"dataset.name={name!r}: no such tfds dataset ({e})") from e
-    if not builder.is_prepared():
-        print(f"Preparing {name} in {builder.data_dir} (once) ...", flush=True)
-        builder.download_and_prepare(file_format="array_record")
+    for turn in ("first", "others"):
+        builder = _builder(name, dataset_config.data_dir or None)
+        if (turn == "first") == (jax.process_index() == 0) and not builder.is_prepared():
+            print(f"Preparing {name} in {builder.data_dir} (once) ...", flush=True)
+            builder.download_and_prepare(file_format="array_record")
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"prepared {name} ({turn})")
+    builder = _builder(name, dataset_config.data_dir or None)  # sees what others prepared
     splits = list(builder.info.splits)
     if split not in splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; it has {splits}")
     return builder.as_data_source()[split]
+
+
+def _builder(name: str, data_dir: str | None):
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(f"dataset.name={name!r}: no such tfds dataset ({e})") from e
 
 
 def _pair(record: dict, direction: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,28 +135,39 @@ def train_dataset(config: Any, source=None) -> grain.IterDataset:
 
 
 def eval_batches(config: Any, source=None) -> Iterator[Batch]:
-    """This host's share of the eval split, resized, in padded device-shaped batches.
+    """This process's share of the eval split, resized, in padded device-shaped batches.
 
     Each batch carries a boolean `mask` ([devices, per-device batch]) that is
-    False for the padding of the last batch.
+    False for padding. Every process yields the same number of batches (the
+    steps run in lockstep on all devices), padding its shard as needed.
     """
     ds_config = config.dataset
     source = load_split(ds_config, config.eval.split) if source is None else source
     local_batch, per_device = _check_batch(config.eval.batch_size, "eval.batch_size")
+    size = config.image_size
 
     def make_example(record: dict) -> Batch:
-        x, y = (_resize(im, config.image_size) for im in _pair(record, ds_config.direction))
+        x, y = (_resize(im, size) for im in _pair(record, ds_config.direction))
         return {"input": _to_float(x), "target": _to_float(y), "mask": np.bool_(True)}
 
-    ds = grain.MapDataset.source(source)[jax.process_index() :: jax.process_count()]
-    for batch in ds.map(make_example).batch(local_batch):
+    def padded(batch: Batch) -> Batch:
         pad = local_batch - len(batch["mask"])
-        if pad:
-            batch = {
-                k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
-                for k, v in batch.items()
-            }
-        yield _to_devices(batch, per_device)
+        return {
+            k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+            for k, v in batch.items()
+        }
+
+    ds = grain.MapDataset.source(source)[jax.process_index() :: jax.process_count()]
+    per_process = -(-len(source) // jax.process_count())
+    num_batches = -(-per_process // local_batch)
+    batches = iter(ds.map(make_example).batch(local_batch))
+    empty = {
+        "input": np.zeros((0, size, size, 3), np.float32),
+        "target": np.zeros((0, size, size, 3), np.float32),
+        "mask": np.zeros((0,), bool),
+    }
+    for _ in range(num_batches):
+        yield _to_devices(padded(next(batches, empty)), per_device)
 
 
 def device_sharding() -> jax.NamedSharding:

@@ -30,6 +30,7 @@ def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep library INFO chatter off the progress bar
     config = flags.FLAGS.config
+    train.configure_runtime(config)
     print(
         f"JAX {jax.__version__}: process {jax.process_index()} of {jax.process_count()}, "
         f"{jax.local_device_count()} local {jax.default_backend()} device(s)",

@@ -22,6 +22,7 @@ from pix2pix_jax.models import BATCH_AXIS
 
 PyTree = Any
 Batch = dict[str, jax.Array]
+EVAL_MODES = ("paper", "deterministic")
 
 
 @flax.struct.dataclass
@@ -158,7 +159,7 @@ def generate(state: TrainState, x: jax.Array, setup: Setup, mode: str, key: jax.
     if mode == "deterministic":
         return setup.generator.apply(variables, x, train=False)
     if mode != "paper":
-        raise ValueError(f"eval.mode={mode!r} is not one of ('paper', 'deterministic')")
+        raise ValueError(f"eval.mode={mode!r} is not one of {EVAL_MODES}")
     fake, _ = setup.generator.apply(
         variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"]
     )

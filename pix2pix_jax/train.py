@@ -6,10 +6,13 @@
 TensorBoard events, samples/ and checkpoints/ into `workdir`.
 """
 
+import functools
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import flax.jax_utils
@@ -17,6 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 
 from pix2pix_jax import checkpointing, input_pipeline, losses, models, steps, writers
 
@@ -46,10 +50,44 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.loss.gan_mode not in losses.GAN_MODES:
         raise ValueError(f"loss.gan_mode={config.loss.gan_mode!r} is not one of {losses.GAN_MODES}")
-    if config.eval.mode not in ("paper", "deterministic"):
-        raise ValueError(f"eval.mode={config.eval.mode!r} is not one of ('paper', 'deterministic')")
+    if config.eval.mode not in steps.EVAL_MODES:
+        raise ValueError(f"eval.mode={config.eval.mode!r} is not one of {steps.EVAL_MODES}")
     models.create_generator(config.model, config.image_size, CHANNELS)
     models.create_discriminator(config.model)
+
+
+DETERMINISTIC_GPU_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def configure_runtime(config: ml_collections.ConfigDict) -> None:
+    """Set up what must precede JAX's first use of a device: determinism, multi-host.
+
+    Call it before anything touches a device (the command line does); XLA
+    reads its flags, and `jax.distributed` must start, before the backends.
+    """
+    if config.deterministic and DETERMINISTIC_GPU_FLAG not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " " + DETERMINISTIC_GPU_FLAG
+        ).strip()
+    dist = config.distributed
+    if dist.initialize:
+        # CPU processes need a collectives backend of their own (GPUs and TPUs have theirs).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=dist.coordinator_address or None,
+            num_processes=dist.num_processes or None,
+            process_id=None if dist.process_id < 0 else dist.process_id,
+        )
+
+
+def _check_runtime(config: ml_collections.ConfigDict) -> None:
+    """Refuse a `deterministic` GPU run whose XLA flags came too late to apply."""
+    flags_set = DETERMINISTIC_GPU_FLAG in os.environ.get("XLA_FLAGS", "")
+    if config.deterministic and jax.default_backend() == "gpu" and not flags_set:
+        raise ValueError(
+            "deterministic=True needs XLA_FLAGS=" + DETERMINISTIC_GPU_FLAG + " before JAX starts: "
+            "run through pix2pix_jax.main, or call train.configure_runtime(config) first"
+        )
 
 
 def make_setup(config: ml_collections.ConfigDict) -> steps.Setup:
@@ -87,6 +125,10 @@ def evaluate(p_eval, state, config, eval_source) -> tuple[dict[str, float], np.n
         count += int(mask.sum())
         if sum(len(s[0]) for s in samples) < config.eval.num_samples:
             samples.append([a[mask] for a in (batch["input"], fake, batch["target"])])
+    if jax.process_count() > 1:  # each process evaluated its own shard of the split
+        names = sorted(sums)
+        totals = multihost_utils.process_allgather(np.array([count] + [sums[k] for k in names]))
+        count, sums = int(totals[:, 0].sum()), dict(zip(names, totals[:, 1:].sum(0), strict=True))
     if count == 0:
         raise ValueError(f"eval split {config.eval.split!r} is empty")
     inputs, outputs, targets = (
@@ -136,7 +178,7 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
         f.write(config.to_json(indent=2) + "\n")
 
 
-def _run_eval(p_eval, state, config, eval_source, writer, workdir, step, progress) -> None:
+def _run_eval(p_eval, state, step, *, config, eval_source, writer, workdir, progress) -> None:
     results, grid = evaluate(p_eval, state, config, eval_source)
     if writer:
         writer.write(step, results, split=config.eval.split)
@@ -146,9 +188,53 @@ def _run_eval(p_eval, state, config, eval_source, writer, workdir, step, progres
     progress.write(f"[step {step}] {config.eval.split}: {summary}")
 
 
+class PreemptionWatch:
+    """Turns SIGTERM and SIGINT into a request to checkpoint the current step and stop.
+
+    With several processes the decision must be the same on all of them, so
+    it comes from JAX's preemption sync point (the coordination service
+    catches SIGTERM); a single process uses its own signal handlers. A second
+    signal while stopping is handled as usual (e.g. KeyboardInterrupt).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "PreemptionWatch":
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def should_stop(self, step: int) -> bool:
+        """Whether to checkpoint `step` and stop (the same answer on every process)."""
+        if jax.process_count() > 1:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.received is not None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
-    """Train and evaluate as `config` says, resuming from `workdir`; returns the final state."""
+    """Train and evaluate as `config` says, resuming from `workdir`; returns the final state.
+
+    SIGTERM or SIGINT saves a checkpoint at the current step and returns
+    early; running again with the same `workdir` continues exactly.
+    """
     validate_config(config)
+    _check_runtime(config)
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     is_chief = jax.process_index() == 0
@@ -169,34 +255,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
         train_iter.set_state(data_state)
         print(f"Resuming from the checkpoint of step {start}.", flush=True)
     state = flax.jax_utils.replicate(state, axis_name=models.BATCH_AXIS)
-    p_train = steps.pmapped_train_step(setup)
-    p_eval = steps.pmapped_eval_step(setup, config.eval.mode)
     writer = writers.MetricWriter(workdir) if is_chief else None
     progress = tqdm.tqdm(
         total=config.num_train_steps, initial=start, file=sys.stdout, unit="step",
         disable=not is_chief, dynamic_ncols=True, mininterval=2.0,
     )  # fmt: skip
-    logger = _Logger(config, writer, steps.learning_rate_schedule(config), progress)
+    evaluate_at = functools.partial(
+        _run_eval, steps.pmapped_eval_step(setup, config.eval.mode), config=config,
+        eval_source=eval_source, writer=writer, workdir=workdir, progress=progress,
+    )  # fmt: skip
     try:
         if start == 0:
-            _run_eval(p_eval, state, config, eval_source, writer, workdir, 0, progress)
-        batches = input_pipeline.prefetch_to_devices(train_iter)
-        for step in range(start + 1, config.num_train_steps + 1):
-            batch, data_state = next(batches)
-            state, step_metrics = p_train(state, batch)
-            logger.add(step_metrics)
-            progress.update()
-            last = step == config.num_train_steps
-            save = step % config.checkpoint_every_steps == 0 or last
-            if step % config.log_every_steps == 0 or save:
-                logger.flush(step)  # also before each save: never checkpoint a non-finite state
-            if save:
-                checkpointer.save(step, flax.jax_utils.unreplicate(state), data_state)
-            if step % config.eval_every_steps == 0 or last:
-                _run_eval(p_eval, state, config, eval_source, writer, workdir, step, progress)
+            evaluate_at(state, 0)
+        with PreemptionWatch() as watch:
+            state = _train_loop(
+                state, start, config, setup, train_iter, checkpointer, evaluate_at, watch,
+                _Logger(config, writer, steps.learning_rate_schedule(config), progress),
+            )  # fmt: skip
     finally:
         progress.close()
         checkpointer.close()
         if writer:
             writer.close()
     return jax.device_get(flax.jax_utils.unreplicate(state))
+
+
+def _train_loop(state, start, config, setup, train_iter, checkpointer, evaluate_at, watch, logger):
+    """Steps start + 1 .. num_train_steps, with logging, checkpoints and evaluations."""
+    p_train = steps.pmapped_train_step(setup)
+    batches = input_pipeline.prefetch_to_devices(train_iter)
+    for step in range(start + 1, config.num_train_steps + 1):
+        batch, data_state = next(batches)
+        state, step_metrics = p_train(state, batch)
+        logger.add(step_metrics)
+        logger.progress.update()
+        last = step == config.num_train_steps
+        stop = not last and watch.should_stop(step)
+        save = step % config.checkpoint_every_steps == 0 or last or stop
+        if step % config.log_every_steps == 0 or save:
+            logger.flush(step)  # also before each save: never checkpoint a non-finite state
+        if save:
+            checkpointer.save(step, flax.jax_utils.unreplicate(state), data_state)
+        if stop:
+            logger.progress.write(
+                f"Stopping at step {step} on request: checkpoint saved; "
+                "the same command resumes from it."
+            )
+            break
+        if step % config.eval_every_steps == 0 or last:
+            evaluate_at(state, step)
+    return state
