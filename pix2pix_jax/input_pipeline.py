@@ -57,18 +57,37 @@ def _builder(name: str, data_dir: str | None):
         raise ValueError(f"dataset.name={name!r}: no such tfds dataset ({e})") from e
 
 
-def _pair(record: dict, direction: str) -> tuple[np.ndarray, np.ndarray]:
-    """(input, target) of a record as uint8 HWC RGB arrays."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"dataset.direction={direction!r} is not one of {DIRECTIONS}")
+CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channel count -> PIL mode
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """A uint8 image as HWC with `channels` channels (1 gray, 3 RGB, 4 RGBA), as PIL converts."""
+    image = image[..., None] if image.ndim == 2 else image
+    if image.shape[-1] == channels:
+        return image
+    if image.shape[-1] not in CHANNEL_MODES or channels not in CHANNEL_MODES:
+        raise ValueError(
+            f"cannot convert a {image.shape[-1]}-channel image to {channels} channels; "
+            f"channel counts must be one of {tuple(CHANNEL_MODES)}"
+        )
+    pil = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+    return np.asarray(pil.convert(CHANNEL_MODES[channels])).reshape(image.shape[:2] + (channels,))
+
+
+def _pair(record: dict, ds_config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(input, target) of a record as uint8 HWC arrays with the configured channel counts."""
+    if ds_config.direction not in DIRECTIONS:
+        raise ValueError(f"dataset.direction={ds_config.direction!r} is not one of {DIRECTIONS}")
     a, b = record["image_a"], record["image_b"]
-    return (a, b) if direction == "AtoB" else (b, a)
+    x, y = (a, b) if ds_config.direction == "AtoB" else (b, a)
+    return to_channels(x, ds_config.input_channels), to_channels(y, ds_config.output_channels)
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[:2] == (size, size):
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+    pil = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+    return np.asarray(pil.resize((size, size), Image.BICUBIC)).reshape(size, size, -1)
 
 
 def _to_float(image: np.ndarray) -> np.ndarray:
@@ -115,9 +134,7 @@ def train_dataset(config: Any, source=None) -> grain.IterDataset:
         raise ValueError(f"dataset.load_size_ratio={ds_config.load_size_ratio} must be >= 1")
 
     def make_example(record: dict, rng: np.random.Generator) -> Batch:
-        x, y = jitter(
-            _pair(record, ds_config.direction), rng, config.image_size, load_size, ds_config.flip
-        )
+        x, y = jitter(_pair(record, ds_config), rng, config.image_size, load_size, ds_config.flip)
         return {"input": _to_float(x), "target": _to_float(y)}
 
     ds = grain.MapDataset.source(source)[jax.process_index() :: jax.process_count()]
@@ -147,7 +164,7 @@ def eval_batches(config: Any, source=None) -> Iterator[Batch]:
     size = config.image_size
 
     def make_example(record: dict) -> Batch:
-        x, y = (_resize(im, size) for im in _pair(record, ds_config.direction))
+        x, y = (_resize(im, size) for im in _pair(record, ds_config))
         return {"input": _to_float(x), "target": _to_float(y), "mask": np.bool_(True)}
 
     def padded(batch: Batch) -> Batch:
@@ -162,8 +179,8 @@ def eval_batches(config: Any, source=None) -> Iterator[Batch]:
     num_batches = -(-per_process // local_batch)
     batches = iter(ds.map(make_example).batch(local_batch))
     empty = {
-        "input": np.zeros((0, size, size, 3), np.float32),
-        "target": np.zeros((0, size, size, 3), np.float32),
+        "input": np.zeros((0, size, size, ds_config.input_channels), np.float32),
+        "target": np.zeros((0, size, size, ds_config.output_channels), np.float32),
         "mask": np.zeros((0,), bool),
     }
     for _ in range(num_batches):

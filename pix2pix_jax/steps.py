@@ -2,8 +2,9 @@
 
 `train_step(state, batch, setup)` runs on one device and is the same function
 whether `jax.pmap` maps it over one device or many: it derives its dropout key
-from (seed, step, device index), runs the generator forward once, updates D,
-then pulls the G gradient back through the saved VJP of that forward pass.
+(and the gradient penalty's key) from (seed, step, device index), runs the
+generator forward once, updates D, then pulls the G gradient back through the
+saved VJP of that forward pass.
 """
 
 import dataclasses
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from pix2pix_jax import losses, metrics
+from pix2pix_jax import losses, metrics, schedules
 from pix2pix_jax.models import BATCH_AXIS
 
 PyTree = Any
@@ -40,7 +41,12 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """The static pieces a step closes over: networks, optimisers and loss settings."""
+    """The static pieces a step closes over: networks, optimisers and loss settings.
+
+    `use_gan=False` trains G on lambda_l1 * L1 alone and leaves D untouched;
+    `conditional_d=False` shows D the image only, not the (input, image) pair;
+    `lambda_gp` weighs the gradient penalty of `gan_mode='wgangp'`.
+    """
 
     generator: nn.Module
     discriminator: nn.Module
@@ -49,6 +55,9 @@ class Setup:
     seed: int
     gan_mode: str = "vanilla"
     lambda_l1: float = 100.0
+    use_gan: bool = True
+    conditional_d: bool = True
+    lambda_gp: float = 10.0
 
 
 def init_state(setup: Setup, image_shape: tuple[int, int, int], input_channels: int) -> TrainState:
@@ -57,8 +66,10 @@ def init_state(setup: Setup, image_shape: tuple[int, int, int], input_channels: 
     g_key, d_key = jax.random.split(jax.random.key(setup.seed))
     x = jnp.zeros((1, h, w, input_channels))
     g_vars = setup.generator.init({"params": g_key}, x, train=False)
+    # D is built (and checkpointed) even when use_gan is False: one state layout for all rows.
+    d_channels = out_channels + (input_channels if setup.conditional_d else 0)
     d_vars = setup.discriminator.init(
-        {"params": d_key}, jnp.zeros((1, h, w, input_channels + out_channels)), train=False
+        {"params": d_key}, jnp.zeros((1, h, w, d_channels)), train=False
     )
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -71,21 +82,66 @@ def init_state(setup: Setup, image_shape: tuple[int, int, int], input_channels: 
     )
 
 
+GP_STREAM = 1  # fold_in constant separating the penalty's key from the dropout key
+
+
 def dropout_key(seed: int, step: jax.Array) -> jax.Array:
     """The dropout key of `step` on this device: a function of seed, step and device only."""
     key = jax.random.fold_in(jax.random.key(seed), step)
     return jax.random.fold_in(key, lax.axis_index(BATCH_AXIS))
 
 
-def _discriminate(setup: Setup, d_params, batch_stats, x, y):
-    """D's logits on the (input, image) pair in train mode, and its new batch statistics."""
+def penalty_key(seed: int, step: jax.Array) -> jax.Array:
+    """The key of the gradient penalty's interpolation weights: also (seed, step, device) only."""
+    return jax.random.fold_in(dropout_key(seed, step), GP_STREAM)
+
+
+def d_input(setup: Setup, x: jax.Array, y: jax.Array) -> jax.Array:
+    """What D sees: the (input, image) pair, or the image alone when not conditional."""
+    y = y.astype(x.dtype)
+    return jnp.concatenate([x, y], axis=-1) if setup.conditional_d else y
+
+
+def _discriminate(setup: Setup, d_params, batch_stats, d_in):
+    """D's logits on `d_in` in train mode, and its new batch statistics."""
     logits, updates = setup.discriminator.apply(
         {"params": d_params, "batch_stats": batch_stats},
-        jnp.concatenate([x, y.astype(x.dtype)], axis=-1),
+        d_in,
         train=True,
         mutable=["batch_stats"],
     )
     return logits, updates.get("batch_stats", {})
+
+
+def _update_discriminator(state: TrainState, setup: Setup, x, y, fake):
+    """D's update on the fake and the real pair: (params, batch stats, opt state, metrics)."""
+    real_in, fake_in = d_input(setup, x, y), d_input(setup, x, lax.stop_gradient(fake))
+    use_gp = setup.gan_mode == "wgangp" and setup.lambda_gp > 0
+
+    def d_loss_fn(d_params):
+        fake_logits, stats = _discriminate(setup, d_params, state.d_batch_stats, fake_in)
+        real_logits, stats = _discriminate(setup, d_params, stats, real_in)
+        loss = losses.discriminator_loss(real_logits, fake_logits, setup.gan_mode)
+        if not use_gp:
+            return loss, (stats, {})
+        alpha = jax.random.uniform(penalty_key(setup.seed, state.step), (x.shape[0], 1, 1, 1))
+        # D runs in train mode, as in its loss terms, so the penalised function is the one
+        # trained (normalised by batch statistics). The interpolates' batch-stat updates
+        # are dropped: they are not pairs D is ever asked about, and keeping them would
+        # make the running averages differ between modes for no use (D always runs in
+        # train mode, so nothing reads them). PyTorch would fold them in.
+        gp = losses.gradient_penalty(
+            lambda v: _discriminate(setup, d_params, stats, v)[0],
+            real_in, fake_in, alpha, setup.lambda_gp,
+        )  # fmt: skip
+        # Added after the 0.5: the halving is the reference's for its two GAN terms.
+        return loss + gp, (stats, {"d_gp": gp})
+
+    (d_loss, (stats, extra)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
+    d_grads = lax.pmean(d_grads, BATCH_AXIS)
+    d_updates, d_opt_state = setup.d_tx.update(d_grads, state.d_opt_state, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+    return d_params, stats, d_opt_state, {"d_loss": d_loss, **extra}
 
 
 def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainState, dict]:
@@ -93,6 +149,8 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainStat
 
     As in the reference, D sees the fake and the real pair in separate calls
     (separate batch statistics), and G is updated against the freshly updated D.
+    With `use_gan=False` ("L1 only") there is no D update and no D in G's loss;
+    d_loss and g_gan are then reported as 0.
     """
     x, y = batch["input"], batch["target"]
 
@@ -107,24 +165,23 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainStat
         return fake, updates.get("batch_stats", {})
 
     fake, g_vjp, g_batch_stats = jax.vjp(generate, state.g_params, has_aux=True)
-
-    def d_loss_fn(d_params):
-        fake_logits, stats = _discriminate(
-            setup, d_params, state.d_batch_stats, x, lax.stop_gradient(fake)
+    if setup.use_gan:
+        d_params, d_batch_stats, d_opt_state, d_metrics = _update_discriminator(
+            state, setup, x, y, fake
         )
-        real_logits, stats = _discriminate(setup, d_params, stats, x, y)
-        return losses.discriminator_loss(real_logits, fake_logits, setup.gan_mode), stats
-
-    (d_loss, d_batch_stats), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
-    d_grads = lax.pmean(d_grads, BATCH_AXIS)
-    d_updates, d_opt_state = setup.d_tx.update(d_grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+    else:  # "L1 only": D keeps its params, batch statistics and optimizer state
+        d_params, d_batch_stats = state.d_params, state.d_batch_stats
+        d_opt_state, d_metrics = state.d_opt_state, {"d_loss": jnp.zeros((), jnp.float32)}
 
     def g_loss_fn(fake):
-        fake_logits, stats = _discriminate(setup, d_params, d_batch_stats, x, fake)
-        g_gan = losses.generator_gan_loss(fake_logits, setup.gan_mode)
         g_l1 = losses.l1_loss(fake, y)
-        return g_gan + setup.lambda_l1 * g_l1, (g_gan, g_l1, stats)
+        # lambda_l1 = 0 drops the term (GAN / cGAN only); g_l1 is still reported.
+        g_loss = setup.lambda_l1 * g_l1 if setup.lambda_l1 != 0 else jnp.zeros((), jnp.float32)
+        if not setup.use_gan:
+            return g_loss, (jnp.zeros((), jnp.float32), g_l1, d_batch_stats)
+        fake_logits, stats = _discriminate(setup, d_params, d_batch_stats, d_input(setup, x, fake))
+        g_gan = losses.generator_gan_loss(fake_logits, setup.gan_mode)
+        return g_gan + g_loss, (g_gan, g_l1, stats)
 
     (g_loss, (g_gan, g_l1, d_batch_stats)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(
         fake
@@ -144,7 +201,7 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainStat
         d_batch_stats=lax.pmean(d_batch_stats, BATCH_AXIS),
         d_opt_state=d_opt_state,
     )
-    step_metrics = {"g_loss": g_loss, "g_gan": g_gan, "g_l1": g_l1, "d_loss": d_loss}
+    step_metrics = {"g_loss": g_loss, "g_gan": g_gan, "g_l1": g_l1, **d_metrics}
     return new_state, lax.pmean(step_metrics, BATCH_AXIS)
 
 
@@ -173,15 +230,38 @@ def eval_step(state: TrainState, batch: Batch, setup: Setup, mode: str) -> tuple
     return fake, metrics.image_metrics(fake, batch["target"])
 
 
-def learning_rate_schedule(config: Any) -> optax.Schedule:
-    """The learning rate as a function of the step."""
-    return optax.constant_schedule(config.optimizer.learning_rate)
+def learning_rate_schedule(config: Any, num_train_examples: int | None = None) -> optax.Schedule:
+    """The learning rate as a function of optax's update count (step - 1).
+
+    Epoch-based schedules need the size of the train split; without
+    `num_train_examples` it is read from the dataset (see `schedules`).
+    """
+    opt = config.optimizer
+    per_epoch = None
+    if schedules.needs_epochs(opt):
+        if num_train_examples is None:
+            num_train_examples = _train_split_size(config)
+        per_epoch = schedules.steps_per_epoch(num_train_examples, config.batch_size)
+    return schedules.make_schedule(opt, per_epoch)
 
 
-def make_optimizer(config: Any) -> optax.GradientTransformation:
-    """Adam with the paper's settings (lr 2e-4, beta1 0.5, beta2 0.999 by default)."""
+def _train_split_size(config: Any) -> int:
+    # Imported here: the functional core needs the data only for this fallback.
+    from pix2pix_jax import input_pipeline
+
+    return len(input_pipeline.load_split(config.dataset, config.dataset.train_split))
+
+
+def make_optimizer(
+    config: Any, num_train_examples: int | None = None
+) -> optax.GradientTransformation:
+    """Adam with the paper's settings (lr 2e-4, beta1 0.5, beta2 0.999 by default).
+
+    The rate follows `learning_rate_schedule`, evaluated at optax's own update
+    count, which is part of the (checkpointed) optimizer state.
+    """
     return optax.adam(
-        learning_rate=learning_rate_schedule(config),
+        learning_rate=learning_rate_schedule(config, num_train_examples),
         b1=config.optimizer.b1,
         b2=config.optimizer.b2,
     )

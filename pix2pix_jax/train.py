@@ -22,9 +22,7 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from pix2pix_jax import checkpointing, input_pipeline, losses, models, steps, writers
-
-CHANNELS = 3  # RGB in, RGB out: what the input pipeline delivers.
+from pix2pix_jax import checkpointing, input_pipeline, losses, models, schedules, steps, writers
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -48,11 +46,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"dataset.direction={config.dataset.direction!r} is not one of "
             f"{input_pipeline.DIRECTIONS}"
         )
-    if config.loss.gan_mode not in losses.GAN_MODES:
-        raise ValueError(f"loss.gan_mode={config.loss.gan_mode!r} is not one of {losses.GAN_MODES}")
+    losses.check_config(config.loss)
+    schedules.check(config.optimizer)
     if config.eval.mode not in steps.EVAL_MODES:
         raise ValueError(f"eval.mode={config.eval.mode!r} is not one of {steps.EVAL_MODES}")
-    models.create_generator(config.model, config.image_size, CHANNELS)
+    for field in ("input_channels", "output_channels"):
+        if config.dataset[field] not in input_pipeline.CHANNEL_MODES:
+            raise ValueError(
+                f"dataset.{field}={config.dataset[field]!r} is not one of "
+                f"{tuple(input_pipeline.CHANNEL_MODES)}"
+            )
+    models.create_generator(config.model, config.image_size, config.dataset.output_channels)
     models.create_discriminator(config.model)
 
 
@@ -90,25 +94,36 @@ def _check_runtime(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def make_setup(config: ml_collections.ConfigDict) -> steps.Setup:
-    """The networks, optimisers and loss settings that `config` describes."""
-    tx = steps.make_optimizer(config)
+def make_setup(
+    config: ml_collections.ConfigDict, num_train_examples: int | None = None
+) -> steps.Setup:
+    """The networks, optimisers and loss settings that `config` describes.
+
+    `num_train_examples` (the train split's size) sets the epoch length of
+    epoch-based learning-rate schedules; without it the split is looked up.
+    """
+    tx = steps.make_optimizer(config, num_train_examples)
     return steps.Setup(
-        generator=models.create_generator(config.model, config.image_size, CHANNELS),
+        generator=models.create_generator(
+            config.model, config.image_size, config.dataset.output_channels
+        ),
         discriminator=models.create_discriminator(config.model),
         g_tx=tx,
         d_tx=tx,
         seed=config.seed,
         gan_mode=config.loss.gan_mode,
         lambda_l1=config.loss.lambda_l1,
+        use_gan=config.loss.use_gan,
+        conditional_d=config.loss.conditional_d,
+        lambda_gp=config.loss.lambda_gp,
     )
 
 
 def initial_state(config: ml_collections.ConfigDict, setup: steps.Setup) -> steps.TrainState:
     """The step-0 train state on the host: a function of the config and seed only."""
     init = jax.jit(steps.init_state, static_argnums=(0, 1, 2))
-    shape = (config.image_size, config.image_size, CHANNELS)
-    return jax.device_get(init(setup, shape, CHANNELS))
+    shape = (config.image_size, config.image_size, config.dataset.output_channels)
+    return jax.device_get(init(setup, shape, config.dataset.input_channels))
 
 
 def evaluate(p_eval, state, config, eval_source) -> tuple[dict[str, float], np.ndarray]:
@@ -240,8 +255,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     is_chief = jax.process_index() == 0
     if is_chief:
         _write_config(config, workdir)
-    setup = make_setup(config)
     train_source = input_pipeline.load_split(config.dataset, config.dataset.train_split)
+    setup = make_setup(config, len(train_source))
+    learning_rate = steps.learning_rate_schedule(config, len(train_source))
     eval_source = input_pipeline.load_split(config.dataset, config.eval.split)
     train_iter = iter(input_pipeline.train_dataset(config, train_source))
 
@@ -270,7 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
         with PreemptionWatch() as watch:
             state = _train_loop(
                 state, start, config, setup, train_iter, checkpointer, evaluate_at, watch,
-                _Logger(config, writer, steps.learning_rate_schedule(config), progress),
+                _Logger(config, writer, learning_rate, progress),
             )  # fmt: skip
     finally:
         progress.close()

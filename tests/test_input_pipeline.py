@@ -117,3 +117,28 @@ def test_unknown_dataset_and_split_are_named(tiny_config):
 def test_missing_split_is_named(tiny_config):
     with pytest.raises(ValueError, match="no split 'validation'"):
         input_pipeline.load_split(tiny_config.dataset, "validation")
+
+
+@pytest.mark.parametrize("input_channels, output_channels", [(1, 3), (3, 4), (4, 1)])
+def test_channel_counts_are_converted(tiny_config, input_channels, output_channels):
+    tiny_config.dataset.input_channels = input_channels
+    tiny_config.dataset.output_channels = output_channels
+    batch = take(tiny_config, fake_source(), 1)[0]
+    assert batch["input"].shape[-1] == input_channels
+    assert batch["target"].shape[-1] == output_channels
+    evals = next(input_pipeline.eval_batches(tiny_config, fake_source()))
+    assert evals["input"].shape[-1] == input_channels
+
+
+def test_to_channels_matches_pil():
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    gray = input_pipeline.to_channels(rgb, 1)
+    assert gray.shape == (5, 7, 1)
+    # ITU-R 601-2 luma, as PIL's "L" conversion.
+    luma = rgb @ np.array([299, 587, 114]) / 1000
+    np.testing.assert_allclose(gray[..., 0], luma, atol=1)
+    rgba = input_pipeline.to_channels(gray, 4)
+    assert rgba.shape == (5, 7, 4) and (rgba[..., 3] == 255).all()
+    np.testing.assert_array_equal(rgba[..., 0], gray[..., 0])
+    with pytest.raises(ValueError, match="2-channel"):
+        input_pipeline.to_channels(np.zeros((2, 2, 2), np.uint8), 3)

@@ -123,3 +123,20 @@ def test_bad_config_is_rejected_by_name(tiny_config, tmp_path, field, value, mes
     with pytest.raises(ValueError, match=message):
         train.train_and_evaluate(tiny_config, str(tmp_path))
     assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_eval_modes(tiny_config):
+    setup = train.make_setup(tiny_config)
+    state = train.initial_state(tiny_config, setup)
+    # Running averages unlike the batch's own statistics, so the two modes must differ.
+    state = state.replace(g_batch_stats=jax.tree.map(lambda v: v + 0.5, state.g_batch_stats))
+    x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1, maxval=1)
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+    paper = [steps.generate(state, x, setup, "paper", k) for k in (k1, k1, k2)]
+    np.testing.assert_array_equal(paper[0], paper[1])  # a function of the key
+    assert not np.allclose(paper[0], paper[2])  # dropout is on: the key matters
+    det = [steps.generate(state, x, setup, "deterministic", k) for k in (k1, k2)]
+    np.testing.assert_array_equal(det[0], det[1])  # no dropout
+    assert not np.allclose(det[0], paper[0])  # running averages, not batch statistics
+    with pytest.raises(ValueError, match="eval.mode='noisy'"):
+        steps.generate(state, x, setup, "noisy", k1)

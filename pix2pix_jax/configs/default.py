@@ -26,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.name = "synthetic_facades/res64"  # tfds name (and builder config).
     config.dataset.data_dir = ""  # tfds data directory; "" uses tfds' default.
     config.dataset.direction = "BtoA"  # AtoB or BtoA; facades labels -> photo is BtoA.
+    config.dataset.input_channels = 3  # Model input: 1 (grayscale), 3 (RGB) or 4 (RGBA).
+    config.dataset.output_channels = 3  # Model output: 1, 3 or 4; images are converted.
     config.dataset.train_split = "train"  # Split to train on.
     config.dataset.load_size_ratio = 286 / 256  # Jitter: resize to this x image_size, crop back.
     config.dataset.flip = True  # Jitter: random horizontal flips (same for input and target).
@@ -33,23 +35,35 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.prefetch = 2  # Batches the workers keep ready, per worker.
 
     config.model = ml_collections.ConfigDict()
-    config.model.generator = "unet"  # unet_256 | unet_128 | unet (depth from image_size).
-    config.model.discriminator = "basic"  # basic (70x70 PatchGAN) | n_layers (n_layers_d).
+    # unet_256 | unet_128 | unet (depth from image_size) | encoder_decoder (unet, no skips)
+    # | resnet_6blocks | resnet_9blocks (image_size divisible by 4).
+    config.model.generator = "unet"
+    config.model.discriminator = "basic"  # basic (70x70 PatchGAN) | n_layers | pixel (1x1).
     config.model.n_layers_d = 3  # Discriminator depth when discriminator == 'n_layers'.
     config.model.ngf = 32  # Generator filters in the first (and last) layer (paper: 64).
     config.model.ndf = 32  # Discriminator filters in the first layer (paper: 64).
     config.model.norm = "batch"  # batch (per device) | sync_batch | instance | none.
-    config.model.dropout_rate = 0.5  # Dropout in the first three decoder blocks.
+    config.model.dropout_rate = 0.5  # U-Net: first three decoder blocks; ResNet: every block.
+    config.model.init_type = "normal"  # normal | xavier | kaiming | orthogonal (conv weights).
+    config.model.init_gain = 0.02  # Std of normal, gain of xavier/orthogonal and of BN scales.
     config.model.compute_dtype = "float32"  # Activation dtype; parameters stay float32.
 
     config.loss = ml_collections.ConfigDict()
-    config.loss.gan_mode = "vanilla"  # vanilla (non-saturating) | lsgan | hinge.
-    config.loss.lambda_l1 = 100.0  # Weight of the L1 term in the generator's loss.
+    config.loss.gan_mode = "vanilla"  # vanilla (non-saturating) | lsgan | hinge | wgangp.
+    config.loss.lambda_l1 = 100.0  # Weight of the L1 term in G's loss; 0 = GAN/cGAN only.
+    config.loss.use_gan = True  # False = "L1 only": no D update, no adversarial term.
+    config.loss.conditional_d = True  # False = D sees the image alone (GAN, not cGAN).
+    config.loss.lambda_gp = 10.0  # wgangp: weight of the gradient penalty (0 disables it).
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 2e-4  # Adam step size, for G and D alike.
     config.optimizer.b1 = 0.5  # Adam beta1.
     config.optimizer.b2 = 0.999  # Adam beta2.
+    config.optimizer.schedule = "constant"  # constant | linear | step | cosine (lr_policy).
+    config.optimizer.schedule_unit = "epochs"  # epochs (staircase per epoch) | steps.
+    config.optimizer.n_epochs = 100  # linear: units at the full rate; cosine: T_max.
+    config.optimizer.n_epochs_decay = 100  # linear: units of decay towards 0 after n_epochs.
+    config.optimizer.lr_decay_iters = 50  # step: rate x 0.1 every this many units.
 
     config.eval = ml_collections.ConfigDict()
     config.eval.split = "val"  # Split evaluated during training.
