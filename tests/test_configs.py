@@ -23,11 +23,17 @@ CONTRACT_FIELDS = (
 )  # fmt: skip
 
 
-def load(path):
+def load_module(path):
     spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module
+
+
+# (file, argument) for every config: files with ARGUMENTS take one (`--config=FILE:ARG`).
+CONFIGS = [
+    (path, arg) for path in EXPERIMENTS for arg in getattr(load_module(path), "ARGUMENTS", (None,))
+]
 
 
 def test_default_has_the_contract_fields_and_the_paper_settings():
@@ -44,9 +50,39 @@ def test_default_has_the_contract_fields_and_the_paper_settings():
     train.validate_config(config)
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
-def test_experiment_configs_validate(path):
-    config = load(path)
+@pytest.mark.parametrize(
+    "path, arg", CONFIGS, ids=[f"{os.path.basename(p)}:{a}" for p, a in CONFIGS]
+)
+def test_experiment_configs_validate(path, arg):
+    module = load_module(path)
+    config = module.get_config() if arg is None else module.get_config(arg)
     train.validate_config(config)
     with open(path) as f:
         assert "python -m pix2pix_jax.main" in f.read()  # the docstring gives the command
+
+
+def test_unknown_config_argument_is_named():
+    module = load_module(os.path.join(ROOT, "experiments", "cityscapes_ablations.py"))
+    with pytest.raises(ValueError, match="unknown ablation 'l2'"):
+        module.get_config("l2")
+
+
+def test_ablation_rows_change_what_the_paper_says():
+    module = load_module(os.path.join(ROOT, "experiments", "cityscapes_ablations.py"))
+    base = module.get_config("l1_cgan")
+    assert base.loss.use_gan and base.loss.conditional_d and base.loss.lambda_l1 == 100.0
+    assert not module.get_config("l1").loss.use_gan
+    gan = module.get_config("gan")
+    assert not gan.loss.conditional_d and gan.loss.lambda_l1 == 0.0
+    assert module.get_config("patch286").model.n_layers_d == 5
+    assert module.get_config("patch1").model.discriminator == "pixel"
+    assert module.get_config("encoder_decoder_l1").model.generator == "encoder_decoder"
+
+
+def test_paper_recipes_count_epochs():
+    module = load_module(os.path.join(ROOT, "experiments", "paper_datasets.py"))
+    facades = module.get_config("facades")
+    assert (facades.batch_size, facades.num_train_steps) == (1, 200 * 400)
+    assert facades.dataset.direction == "BtoA" and facades.model.generator == "unet_256"
+    shoes = module.get_config("edges2shoes")
+    assert (shoes.batch_size, shoes.num_train_steps) == (4, 15 * 12457)
