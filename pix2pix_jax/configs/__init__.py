@@ -1,0 +1,1 @@
+"""Configurations: `default.get_config()` is the embedded default."""
