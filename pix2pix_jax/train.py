@@ -134,11 +134,11 @@ def evaluate(p_eval, state, config, eval_source) -> tuple[dict[str, float], np.n
     for batch in input_pipeline.eval_batches(config, eval_source):
         mask = batch.pop("mask")
         fake, per_image = p_eval(state, batch)
-        per_image, fake = jax.device_get((per_image, fake))
-        for name, values in per_image.items():
+        for name, values in jax.device_get(per_image).items():
             sums[name] = sums.get(name, 0.0) + float(np.sum(values[mask]))
         count += int(mask.sum())
-        if sum(len(s[0]) for s in samples) < config.eval.num_samples:
+        if sum(len(s[0]) for s in samples) < config.eval.num_samples:  # images only for these
+            fake = jax.device_get(fake)
             samples.append([a[mask] for a in (batch["input"], fake, batch["target"])])
     if jax.process_count() > 1:  # each process evaluated its own shard of the split
         names = sorted(sums)
