@@ -37,7 +37,9 @@ class MetricWriter:
 
 
 def to_uint8(images: Any) -> np.ndarray:
-    """Images in [-1, 1] to uint8 in [0, 255]."""
+    """Images in [-1, 1] to uint8 in [0, 255]; uint8 images pass through."""
+    if np.asarray(images).dtype == np.uint8:
+        return np.asarray(images)
     return np.asarray(
         np.clip((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5, 0, 255), np.uint8
     )
@@ -45,8 +47,9 @@ def to_uint8(images: Any) -> np.ndarray:
 
 def sample_grid(inputs: Any, outputs: Any, targets: Any) -> np.ndarray:
     """One row per example: input | output | target, as a uint8 HWC image."""
-    rows = [np.concatenate(triple, axis=1) for triple in zip(inputs, outputs, targets, strict=True)]
-    return to_uint8(np.concatenate(rows, axis=0))
+    triples = zip(inputs, outputs, targets, strict=True)
+    rows = [np.concatenate([to_uint8(im) for im in triple], axis=1) for triple in triples]
+    return np.concatenate(rows, axis=0)
 
 
 def save_png(path: str, image: np.ndarray) -> None:
