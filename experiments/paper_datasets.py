@@ -21,7 +21,12 @@ All use the full-size model (unet_256 with 64 filters, 70x70 PatchGAN, 256x256 c
 of 286x286 resizes, random flips) and the reference implementation's schedule: the
 learning rate is constant for the first half of the epochs and decays linearly to
 zero over the second half, per epoch. The datasets are the official pix2pix
-archives, prepared on first use as the tfds dataset `pix2pix/<name>`. FCN-scores
+archives (http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/NAME.tar.gz),
+downloaded and prepared on first use as the tfds dataset `pix2pix/<name>`
+(pix2pix_jax/datasets/pix2pix.py); with an archive you already have, add
+`--config.dataset.path=/path/to/NAME.tar.gz`. A is the left half of each image:
+facades photo|labels, cityscapes photo|labels, maps aerial|map, edges2* edges|photo,
+night2day night|day; the direction column picks input and target. FCN-scores
 need the Cityscapes FCN and AMT scores need people: neither is computed here;
 val L1/PSNR/SSIM are logged during training.
 """

@@ -1,10 +1,13 @@
-"""Input pipeline: a tfds data source -> grain -> device batches.
+"""Input pipeline: a tfds data source -> grain -> device batches of uint8 images.
 
 Records are read with random access from a prepared tfds dataset (array_record,
-no TensorFlow), paired by `dataset.direction`, jittered as in the paper
-(resize to 286/256 of the crop size, random crop back, random horizontal flip,
-the same crop and flip for input and target), scaled to [-1, 1] and batched
-as [local devices, per-device batch, H, W, C].
+no TensorFlow), decoded (a side-by-side A|B file once, then split), paired by
+`dataset.direction`, converted to the configured channel counts, brought to
+`image_shape(config)` by `dataset.preprocess` (the paper's jitter by default:
+resize to 286/256 of the crop size, random crop back, random horizontal flip,
+the same crop and flip for input and target) and batched as uint8
+[local devices, per-device batch, H, W, C]; the steps scale them to [-1, 1]
+on the device.
 
 Everything random is a pure function of the seed and the record's position in
 the stream (grain's `random_map` seeds each element by its index), so the
@@ -12,17 +15,18 @@ batch of step k is the same in every run, resumed or not.
 """
 
 import collections
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import grain
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 from PIL import Image
 
-import pix2pix_jax.datasets  # noqa: F401  (registers the builders)
+from pix2pix_jax import datasets
+from pix2pix_jax.datasets import images, preprocess
 from pix2pix_jax.models import BATCH_AXIS
 
 DIRECTIONS = ("AtoB", "BtoA")
@@ -30,31 +34,54 @@ Batch = dict[str, np.ndarray]
 
 
 def load_split(dataset_config: Any, split: str):
-    """A random-access source of `split` of `dataset_config.name`, prepared on first use.
+    """A random-access source of `split` of the configured dataset, prepared on first use.
 
     Process 0 prepares first; the others then find it prepared on a shared file
-    system, or prepare their own copy on a local disk, without racing it.
+    system, or prepare their own copy on a local disk, without racing it. A bad
+    folder or file is reported here, before any training step.
     """
     name = dataset_config.name
     for turn in ("first", "others"):
-        builder = _builder(name, dataset_config.data_dir or None)
+        builder = datasets.make_builder(dataset_config)
         if (turn == "first") == (jax.process_index() == 0) and not builder.is_prepared():
             print(f"Preparing {name} in {builder.data_dir} (once) ...", flush=True)
             builder.download_and_prepare(file_format="array_record")
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"prepared {name} ({turn})")
-    builder = _builder(name, dataset_config.data_dir or None)  # sees what others prepared
+    builder = datasets.make_builder(dataset_config)  # sees what others prepared
     splits = list(builder.info.splits)
     if split not in splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; it has {splits}")
     return builder.as_data_source()[split]
 
 
-def _builder(name: str, data_dir: str | None):
-    try:
-        return tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError(f"dataset.name={name!r}: no such tfds dataset ({e})") from e
+def check_config(config: Any) -> None:
+    """Raise ValueError naming the first unusable `config.dataset` field of the pipeline."""
+    ds = config.dataset
+    if ds.direction not in DIRECTIONS + ("",):
+        raise ValueError(f"dataset.direction={ds.direction!r} is not one of {DIRECTIONS}")
+    if ds.preprocess not in preprocess.MODES:
+        raise ValueError(f"dataset.preprocess={ds.preprocess!r} is not one of {preprocess.MODES}")
+    if not isinstance(ds.image_width, int) or ds.image_width < 0:
+        raise ValueError(f"dataset.image_width={ds.image_width!r} must be an integer >= 0")
+    for field, low in (("num_workers", 0), ("num_threads", 0), ("prefetch", 1)):
+        if not isinstance(ds[field], int) or ds[field] < low:
+            raise ValueError(f"dataset.{field}={ds[field]!r} must be an integer >= {low}")
+    if not ds.load_size_ratio >= 1:
+        raise ValueError(f"dataset.load_size_ratio={ds.load_size_ratio} must be >= 1")
+    for field in ("input_channels", "output_channels"):
+        if ds[field] not in CHANNEL_MODES:
+            raise ValueError(f"dataset.{field}={ds[field]!r} is not one of {tuple(CHANNEL_MODES)}")
+
+
+def image_shape(config: Any) -> tuple[int, int]:
+    """(height, width) of the images the model sees: image_size x (dataset.image_width or it)."""
+    return config.image_size, config.dataset.image_width or config.image_size
+
+
+def direction(dataset_config: Any) -> str:
+    """`dataset.direction`, or when it is "" the direction of the dataset's named task."""
+    return dataset_config.direction or datasets.default_direction(dataset_config.name)
 
 
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channel count -> PIL mode
@@ -70,45 +97,77 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
             f"cannot convert a {image.shape[-1]}-channel image to {channels} channels; "
             f"channel counts must be one of {tuple(CHANNEL_MODES)}"
         )
-    pil = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
-    return np.asarray(pil.convert(CHANNEL_MODES[channels])).reshape(image.shape[:2] + (channels,))
+    return _to_array(_to_pil(image).convert(CHANNEL_MODES[channels]), channels)
 
 
-def _pair(record: dict, ds_config: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(input, target) of a record as uint8 HWC arrays with the configured channel counts."""
-    if ds_config.direction not in DIRECTIONS:
-        raise ValueError(f"dataset.direction={ds_config.direction!r} is not one of {DIRECTIONS}")
-    a, b = record["image_a"], record["image_b"]
-    x, y = (a, b) if ds_config.direction == "AtoB" else (b, a)
-    return to_channels(x, ds_config.input_channels), to_channels(y, ds_config.output_channels)
+def _to_pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image)
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[:2] == (size, size):
-        return image
-    pil = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
-    return np.asarray(pil.resize((size, size), Image.BICUBIC)).reshape(size, size, -1)
+def _to_array(picture: Image.Image, channels: int) -> np.ndarray:
+    return np.asarray(picture).reshape(picture.height, picture.width, channels)
 
 
-def _to_float(image: np.ndarray) -> np.ndarray:
-    return image.astype(np.float32) / 127.5 - 1.0
+def _decoded(record: dict, key: str) -> Image.Image:
+    """record[key] (encoded bytes or a decoded uint8 array) as a Pillow image."""
+    value = record[key]
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return _to_pil(value)
+    return images.decode(bytes(value), _file_name(record, key))
 
 
-def jitter(
-    images: tuple[np.ndarray, ...],
-    rng: np.random.Generator,
-    size: int,
-    load_size: int,
-    flip: bool,
-) -> tuple[np.ndarray, ...]:
-    """The paper's random jitter, with one crop and one flip shared by all `images`."""
-    top, left = rng.integers(0, load_size - size + 1, size=2)
-    do_flip = flip and rng.random() < 0.5
-    out = []
-    for image in images:
-        image = _resize(image, load_size)[top : top + size, left : left + size]
-        out.append(image[:, ::-1] if do_flip else image)
-    return tuple(out)
+def _file_name(record: dict, key: str) -> str:
+    name = record.get("file_name", b"?")
+    return f"{name.decode() if isinstance(name, bytes) else name} ({key})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What turns a record into an example, fixed when a dataset is made from a config."""
+
+    direction: str  # AtoB or BtoA (resolved)
+    input_channels: int
+    output_channels: int
+    preprocess: str  # one of preprocess.MODES
+    shape: tuple[int, int]  # (height, width) the model sees
+    load_size_ratio: float
+    flip: bool
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Recipe":
+        """The recipe of `config` (checked)."""
+        check_config(config)
+        ds = config.dataset
+        return cls(
+            direction(ds), ds.input_channels, ds.output_channels, ds.preprocess,
+            image_shape(config), float(ds.load_size_ratio), bool(ds.flip),
+        )  # fmt: skip
+
+
+def pair(record: dict, recipe: Recipe) -> tuple[Image.Image, Image.Image]:
+    """(input, target) of a record as Pillow images of the recipe's channel counts.
+
+    A record holds `image` (a side-by-side A|B file, split here) or `image_a` and
+    `image_b` (encoded files or uint8 arrays).
+    """
+    if "image" in record:
+        a, b = images.split_ab(_decoded(record, "image"), _file_name(record, "image"))
+    else:
+        a, b = _decoded(record, "image_a"), _decoded(record, "image_b")
+    x, y = (a, b) if recipe.direction == "AtoB" else (b, a)
+    modes = CHANNEL_MODES[recipe.input_channels], CHANNEL_MODES[recipe.output_channels]
+    return tuple(p if p.mode == m else p.convert(m) for p, m in zip((x, y), modes, strict=True))
+
+
+def make_example(
+    record: dict, recipe: Recipe, rng: np.random.Generator | None
+) -> dict[str, np.ndarray]:
+    """{"input", "target"}: uint8 HWC arrays of a record, preprocessed (jittered when `rng`)."""
+    r = recipe
+    x, y = preprocess.transform(
+        pair(record, r), r.preprocess, r.shape, r.load_size_ratio, r.flip, rng
+    )
+    return {"input": _to_array(x, r.input_channels), "target": _to_array(y, r.output_channels)}
 
 
 def _check_batch(batch_size: int, what: str) -> tuple[int, int]:
@@ -125,23 +184,28 @@ def _to_devices(batch: Batch, per_device: int) -> Batch:
 
 
 def train_dataset(config: Any, source=None) -> grain.IterDataset:
-    """The endless, shuffled, jittered training stream of device-shaped batches."""
+    """The endless, shuffled, preprocessed training stream of device-shaped uint8 batches.
+
+    This process reads its own shard of the records; the order and every
+    random crop and flip are functions of the seed and the position in the
+    stream, so the stream resumes exactly from the iterator's state.
+    """
+    recipe = Recipe.from_config(config)
     ds_config = config.dataset
     source = load_split(ds_config, ds_config.train_split) if source is None else source
     local_batch, per_device = _check_batch(config.batch_size, "batch_size")
-    load_size = int(round(config.image_size * ds_config.load_size_ratio))
-    if load_size < config.image_size:
-        raise ValueError(f"dataset.load_size_ratio={ds_config.load_size_ratio} must be >= 1")
-
-    def make_example(record: dict, rng: np.random.Generator) -> Batch:
-        x, y = jitter(_pair(record, ds_config), rng, config.image_size, load_size, ds_config.flip)
-        return {"input": _to_float(x), "target": _to_float(y)}
 
     ds = grain.MapDataset.source(source)[jax.process_index() :: jax.process_count()]
     ds = ds.shuffle(seed=config.seed).repeat()  # a new order every epoch
-    ds = ds.random_map(make_example, seed=config.seed)
+    ds = ds.random_map(lambda record, rng: make_example(record, recipe, rng), seed=config.seed)
     ds = ds.batch(local_batch, drop_remainder=True).map(lambda b: _to_devices(b, per_device))
-    iter_ds = ds.to_iter_dataset()
+    # Threads decode in parallel (Pillow releases the GIL); the buffer holds whole batches, so
+    # it is kept small rather than grain's default of 500.
+    threads = ds_config.num_threads
+    read = grain.ReadOptions(
+        num_threads=threads, prefetch_buffer_size=max(ds_config.prefetch, threads)
+    )
+    iter_ds = ds.to_iter_dataset(read)
     if ds_config.num_workers > 0:
         iter_ds = iter_ds.mp_prefetch(
             grain.MultiprocessingOptions(
@@ -158,14 +222,14 @@ def eval_batches(config: Any, source=None) -> Iterator[Batch]:
     False for padding. Every process yields the same number of batches (the
     steps run in lockstep on all devices), padding its shard as needed.
     """
+    recipe = Recipe.from_config(config)
     ds_config = config.dataset
     source = load_split(ds_config, config.eval.split) if source is None else source
     local_batch, per_device = _check_batch(config.eval.batch_size, "eval.batch_size")
-    size = config.image_size
+    height, width = recipe.shape
 
-    def make_example(record: dict) -> Batch:
-        x, y = (_resize(im, size) for im in _pair(record, ds_config))
-        return {"input": _to_float(x), "target": _to_float(y), "mask": np.bool_(True)}
+    def eval_example(record: dict) -> Batch:
+        return {**make_example(record, recipe, None), "mask": np.bool_(True)}
 
     def padded(batch: Batch) -> Batch:
         pad = local_batch - len(batch["mask"])
@@ -177,10 +241,10 @@ def eval_batches(config: Any, source=None) -> Iterator[Batch]:
     ds = grain.MapDataset.source(source)[jax.process_index() :: jax.process_count()]
     per_process = -(-len(source) // jax.process_count())
     num_batches = -(-per_process // local_batch)
-    batches = iter(ds.map(make_example).batch(local_batch))
+    batches = iter(ds.map(eval_example).batch(local_batch))
     empty = {
-        "input": np.zeros((0, size, size, ds_config.input_channels), np.float32),
-        "target": np.zeros((0, size, size, ds_config.output_channels), np.float32),
+        "input": np.zeros((0, height, width, ds_config.input_channels), np.uint8),
+        "target": np.zeros((0, height, width, ds_config.output_channels), np.uint8),
         "mask": np.zeros((0,), bool),
     }
     for _ in range(num_batches):

@@ -28,11 +28,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.direction = "BtoA"  # AtoB or BtoA; facades labels -> photo is BtoA.
     config.dataset.input_channels = 3  # Model input: 1 (grayscale), 3 (RGB) or 4 (RGBA).
     config.dataset.output_channels = 3  # Model output: 1, 3 or 4; images are converted.
+    config.dataset.path = ""  # folder: the image folder; pix2pix/NAME: an archive you have.
+    config.dataset.skip_bad_files = False  # Skip (and list) bad image files instead of stopping.
     config.dataset.train_split = "train"  # Split to train on.
+    # resize_and_crop | crop | scale_width | scale_width_and_crop | none (the reference's).
+    config.dataset.preprocess = "resize_and_crop"
+    config.dataset.image_width = 0  # Width of the model's images; 0: image_size (square).
     config.dataset.load_size_ratio = 286 / 256  # Jitter: resize to this x image_size, crop back.
     config.dataset.flip = True  # Jitter: random horizontal flips (same for input and target).
     config.dataset.num_workers = 0  # grain worker processes; 0 decodes in the main process.
-    config.dataset.prefetch = 2  # Batches the workers keep ready, per worker.
+    config.dataset.num_threads = 8  # Decoding threads in each of those processes.
+    config.dataset.prefetch = 2  # Batches kept ready per process (at least num_threads).
 
     config.model = ml_collections.ConfigDict()
     # unet_256 | unet_128 | unet (depth from image_size) | encoder_decoder (unet, no skips)

@@ -1,3 +1,45 @@
-"""tensorflow-datasets builders of pix2pix_jax; importing this package registers them."""
+"""tensorflow-datasets builders of pix2pix_jax; importing this package registers them.
 
-from pix2pix_jax.datasets import synthetic_facades  # noqa: F401
+- `synthetic_facades/<config>`: generated CMP-Facades-like pairs, no download;
+- `pix2pix/<config>`: the official pix2pix archives (facades, cityscapes, maps, edges2shoes,
+  edges2handbags, night2day);
+- `folder` (with `dataset.path`): a folder of the user's paired images.
+"""
+
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+from pix2pix_jax.datasets import folder, pix2pix, synthetic_facades  # noqa: F401
+
+FOLDER = "folder"
+
+
+def make_builder(dataset_config: Any) -> tfds.core.DatasetBuilder:
+    """The tfds builder named by `dataset_config` (name, data_dir, path, skip_bad_files)."""
+    name, path = dataset_config.name, dataset_config.get("path", "")
+    data_dir = dataset_config.get("data_dir") or None
+    skip = bool(dataset_config.get("skip_bad_files", False))
+    if name == FOLDER:
+        return folder.make_builder(path, data_dir, skip)
+    is_pix2pix = name.split("/")[0] == "pix2pix"
+    if path and not is_pix2pix:
+        raise ValueError(
+            f"dataset.path={path!r} is only used with dataset.name='folder' or 'pix2pix/...', "
+            f"not {name!r}"
+        )
+    kwargs = {"path": path, "skip_bad_files": skip} if is_pix2pix else {}
+    try:
+        return tfds.builder(name, data_dir=data_dir, **kwargs)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(f"dataset.name={name!r}: no such tfds dataset ({e})") from None
+    except ValueError as e:  # an unknown builder config
+        raise ValueError(f"dataset.name={name!r}: {e}") from None
+
+
+def default_direction(name: str) -> str:
+    """The direction of the task a dataset is named after (facades: labels -> photo, BtoA)."""
+    family, _, config = name.partition("/")
+    if family == "pix2pix":
+        return pix2pix.DEFAULT_DIRECTIONS.get(config, "AtoB")
+    return "BtoA" if family == "synthetic_facades" else "AtoB"

@@ -1,0 +1,228 @@
+"""Your own paired images as a tfds dataset: `dataset.name='folder'`, `dataset.path=DIR`.
+
+Two layouts are recognised:
+
+* side by side: DIR/train, DIR/val, DIR/test hold A|B images (A left, B right), as the
+  official pix2pix archives;
+* separate: DIR/A/{train,val,test} and DIR/B/{train,val,test} hold A and B images matched by
+  their path relative to the split folder (the layout the reference implementation's
+  `combine_A_and_B.py` reads).
+
+Splits are the split folders present; subfolders are searched too. Files are JPEG, PNG, TIFF or
+BMP (by suffix; other files are ignored), 8- or 16-bit, grayscale, RGB or RGBA, of any size.
+Their bytes are stored untouched and decoded when read.
+
+The layout, the file lists and the partners are checked before anything is written, and every
+image is decoded and checked while preparing; the first problem stops with one error naming the
+file, unless `skip_bad_files`, which leaves bad files (and A files without a B partner, or
+B without A) out and prints them. The prepared dataset lives in DATA_DIR/paired_folder/<config>,
+where the config name is the folder's name plus a fingerprint of its file list (names, sizes,
+modification times) and of `skip_bad_files`: a changed folder is prepared anew, and a failed
+prepare leaves nothing behind that a later run would use.
+"""
+
+import dataclasses
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from pix2pix_jax.datasets import images
+
+SPLITS = ("train", "val", "test")
+SIDE_BY_SIDE, SEPARATE = "side_by_side", "separate"
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What was found in a folder: its layout and, per split, the files (or A/B partners)."""
+
+    root: str
+    kind: str  # SIDE_BY_SIDE or SEPARATE
+    # split -> paths relative to the split folder(s); not in the repr, which tfds logs
+    files: dict[str, tuple[str, ...]] = dataclasses.field(repr=False)
+    unpaired: tuple[str, ...] = dataclasses.field(
+        default=(), repr=False
+    )  # SEPARATE: files without a partner (skip_bad_files only)
+
+    def split_dirs(self, split: str) -> tuple[str, ...]:
+        """The folder(s) holding `split`: one for side-by-side, A and B for separate."""
+        if self.kind == SIDE_BY_SIDE:
+            return (os.path.join(self.root, split),)
+        return tuple(os.path.join(self.root, side, split) for side in "AB")
+
+
+def _image_files(directory: str) -> tuple[str, ...]:
+    """Image files under `directory` (searched recursively), relative to it, sorted."""
+    found = []
+    for parent, dirs, names in os.walk(directory):
+        dirs.sort()
+        for name in names:
+            if images.is_image_name(name):
+                found.append(os.path.relpath(os.path.join(parent, name), directory))
+    return tuple(sorted(found))
+
+
+def _nonempty(directory: str) -> tuple[str, ...]:
+    files = _image_files(directory)
+    if not files:
+        raise ValueError(
+            f"{directory}: no image files (looked for {', '.join(images.SUFFIXES)}); "
+            "remove the empty split folder or add images"
+        )
+    return files
+
+
+def discover(root: str, skip_bad_files: bool = False) -> Layout:
+    """The layout of the paired-image folder `root`, checked; see the module docstring."""
+    if not root:
+        raise ValueError("dataset.path is empty; dataset.name='folder' needs the image folder")
+    root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset.path={root!r}: no such directory")
+    has = {d: os.path.isdir(os.path.join(root, d)) for d in ("A", "B") + SPLITS}
+    if has["A"] or has["B"]:
+        if not (has["A"] and has["B"]):
+            there, missing = ("A", "B") if has["A"] else ("B", "A")
+            raise FileNotFoundError(f"{root} has {there}/ but no {missing}/ (separate layout)")
+        return _discover_separate(root, skip_bad_files)
+    splits = [s for s in SPLITS if has[s]]
+    if not splits:
+        raise FileNotFoundError(
+            f"{root} holds neither split folders {'/, '.join(SPLITS)}/ of A|B images nor "
+            "A/ and B/ folders with those splits"
+        )
+    return Layout(root, SIDE_BY_SIDE, {s: _nonempty(os.path.join(root, s)) for s in splits})
+
+
+def _discover_separate(root: str, skip_bad_files: bool) -> Layout:
+    split_dirs = {s: [os.path.isdir(os.path.join(root, side, s)) for side in "AB"] for s in SPLITS}
+    splits = [s for s, (a, b) in split_dirs.items() if a or b]
+    if not splits:
+        raise FileNotFoundError(f"{root}/A and {root}/B hold no split folders {SPLITS}")
+    files, unpaired = {}, []
+    for split in splits:
+        for side, present in zip("AB", split_dirs[split], strict=True):
+            if not present:
+                raise FileNotFoundError(
+                    f"{os.path.join(root, 'B' if side == 'A' else 'A', split)} exists but "
+                    f"{os.path.join(root, side, split)} does not"
+                )
+        a, b = (_nonempty(os.path.join(root, side, split)) for side in "AB")
+        lonely = [(f, "A", "B") for f in sorted(set(a) - set(b))]
+        lonely += [(f, "B", "A") for f in sorted(set(b) - set(a))]
+        for f, side, other in lonely:
+            message = (
+                f"{os.path.join(root, side, split, f)}: no partner "
+                f"{os.path.join(root, other, split, f)} (A and B are matched by file name)"
+            )
+            if not skip_bad_files:
+                raise FileNotFoundError(message)
+            unpaired.append(message)
+        files[split] = tuple(sorted(set(a) & set(b)))
+        if not files[split]:
+            raise ValueError(f"{root}: no A/B pairs in split {split!r}")
+    return Layout(root, SEPARATE, files, tuple(unpaired))
+
+
+def fingerprint(layout: Layout, skip_bad_files: bool) -> str:
+    """A short hash of the folder's files (names, sizes, modification times) and the options."""
+    digest = hashlib.sha256(f"{layout.root}|{layout.kind}|{skip_bad_files}".encode())
+    for split, files in layout.files.items():
+        for directory in layout.split_dirs(split):
+            for f in files:
+                stat = os.stat(os.path.join(directory, f))
+                digest.update(f"{split}/{f}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class FolderConfig(tfds.core.BuilderConfig):
+    """A folder of paired images, as found by `discover`."""
+
+    layout: Layout | None = None
+    skip_bad_files: bool = False
+
+
+def make_config(path: str, skip_bad_files: bool = False) -> FolderConfig:
+    """The builder config of the folder `path`, named after it and its fingerprint."""
+    layout = discover(path, skip_bad_files)
+    slug = re.sub(r"[^A-Za-z0-9_]+", "_", os.path.basename(layout.root)).strip("_") or "root"
+    return FolderConfig(
+        name=f"{slug}_{fingerprint(layout, skip_bad_files)}",
+        description=f"Paired images of {layout.root} ({layout.kind}).",
+        layout=layout,
+        skip_bad_files=skip_bad_files,
+    )
+
+
+class PairedFolder(tfds.core.GeneratorBasedBuilder):
+    """Paired images of a local folder, stored as their original file bytes."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+    def __init__(self, *, config: FolderConfig, file_format=None, **kwargs: Any):
+        """As the base class, for the folder of `config`; defaults to array_record."""
+        super().__init__(config=config, file_format=file_format, **kwargs)
+        if file_format is None and not self.info.initialized:
+            self.info.set_file_format("array_record", override=True)
+
+    @property
+    def _layout(self) -> Layout:
+        return self.builder_config.layout
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        encoded = tfds.features.Tensor(shape=(), dtype=np.object_)
+        if self._layout.kind == SIDE_BY_SIDE:
+            features = {"image": encoded}  # the A|B file
+        else:
+            features = {"image_a": encoded, "image_b": encoded}
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.builder_config.description,
+            features=tfds.features.FeaturesDict({**features, "file_name": tfds.features.Text()}),
+            disable_shuffling=True,  # records in sorted file order
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
+        del dl_manager  # nothing to download
+        images.report_skipped(list(self._layout.unpaired), self._layout.root)
+        return {split: self._generate_examples(split) for split in self._layout.files}
+
+    def _generate_examples(self, split: str) -> Iterator[tuple[str, dict]]:
+        dirs = self._layout.split_dirs(split)
+        skipped = []
+        for rel in self._layout.files[split]:
+            paths = [os.path.join(d, rel) for d in dirs]
+            try:
+                data = [_read(p) for p in paths]
+                if self._layout.kind == SIDE_BY_SIDE:
+                    images.decode_ab(data[0], paths[0])
+                    record = {"image": data[0]}
+                else:
+                    images.decode_pair(*data, *paths)
+                    record = {"image_a": data[0], "image_b": data[1]}
+            except images.BadImageError as e:
+                if not self.builder_config.skip_bad_files:
+                    raise
+                skipped.append(str(e))
+                continue
+            yield rel, {**record, "file_name": rel}
+        images.report_skipped(skipped, ", ".join(dirs))
+        if len(skipped) == len(self._layout.files[split]):
+            raise ValueError(f"{', '.join(dirs)}: every file of split {split!r} is bad")
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def make_builder(path: str, data_dir: str | None, skip_bad_files: bool = False) -> PairedFolder:
+    """The builder of the folder `path` (checked now), prepared under `data_dir`."""
+    return PairedFolder(config=make_config(path, skip_bad_files), data_dir=data_dir)

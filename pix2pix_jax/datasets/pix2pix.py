@@ -1,0 +1,173 @@
+"""The official pix2pix datasets as the tfds builder `pix2pix`, one config per archive.
+
+    import tensorflow_datasets as tfds
+    import pix2pix_jax.datasets  # registers the builders
+
+    builder = tfds.builder("pix2pix/facades", data_dir="/tmp/tfds")  # or path="facades.tar.gz"
+    builder.download_and_prepare(file_format="array_record")
+    train = builder.as_data_source()["train"]  # train[i]: {"image": A|B JPEG bytes, "file_name"}
+
+Each archive (`URL_TEMPLATE`) holds NAME/SPLIT/*.jpg, every file a side-by-side A|B JPEG. The
+JPEG bytes are stored untouched (exact pixels, no re-encoding) and split into A and B when read
+(`images.decode_ab`). Where the archive comes from, first match wins: the `path` argument (the
+archive itself, or a directory holding NAME.tar.gz), tfds' manual_dir (NAME.tar.gz there), the
+download. Every image is decoded and checked while preparing; a bad one stops the prepare
+(nothing is kept: tfds writes to a temporary directory that is renamed only at the end) unless
+`skip_bad_files`, which leaves it out and reports it.
+"""
+
+import dataclasses
+import os
+import tarfile
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from pix2pix_jax.datasets import images
+
+URL_TEMPLATE = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{name}.tar.gz"
+
+_CITATION = """\
+@inproceedings{isola2017image,
+  title = {Image-to-Image Translation with Conditional Adversarial Networks},
+  author = {Isola, Phillip and Zhu, Jun-Yan and Zhou, Tinghui and Efros, Alexei A.},
+  booktitle = {Computer Vision and Pattern Recognition (CVPR)},
+  year = {2017}
+}
+"""
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class Pix2pixConfig(tfds.core.BuilderConfig):
+    """One official archive.
+
+    Attributes:
+      splits: the split folders of the archive.
+      a: what the A (left) halves show.
+      b: what the B (right) halves show.
+      default_direction: the direction of the task the dataset is named after.
+
+    """
+
+    splits: tuple[str, ...] = ("train", "val")
+    a: str = ""
+    b: str = ""
+    default_direction: str = "AtoB"
+
+
+def _config(name: str, splits: tuple[str, ...], a: str, b: str, direction: str, about: str):
+    what = f"A: {a}, B: {b}; {'A -> B' if direction == 'AtoB' else 'B -> A'} by default"
+    return Pix2pixConfig(
+        name=name, description=f"{about} {what}.", splits=splits, a=a, b=b,
+        default_direction=direction,
+    )  # fmt: skip
+
+
+BUILDER_CONFIGS = [
+    _config("facades", ("train", "val", "test"), "photo", "label map", "BtoA",
+            "CMP Facades, 400/100/106 pairs of 256x256."),
+    _config("cityscapes", ("train", "val"), "photo", "label map", "BtoA",
+            "Cityscapes, 2,975/500 pairs of 256x256."),
+    _config("maps", ("train", "val"), "aerial photo", "map", "AtoB",
+            "Google Maps, 1,096/1,098 pairs of 600x600."),
+    _config("edges2shoes", ("train", "val"), "edges", "photo", "AtoB",
+            "UT Zappos50K shoes, 49,825/200 pairs of 256x256."),
+    _config("edges2handbags", ("train", "val"), "edges", "photo", "AtoB",
+            "iGAN handbags, 138,567/200 pairs of 256x256."),
+    _config("night2day", ("train", "val", "test"), "night", "day", "AtoB",
+            "Transient Attributes, 17,823/10/2,287 pairs of 256x256."),
+]  # fmt: skip
+DEFAULT_DIRECTIONS = {c.name: c.default_direction for c in BUILDER_CONFIGS}
+
+
+class Pix2pix(tfds.core.GeneratorBasedBuilder):
+    """The paired datasets published with pix2pix, as side-by-side A|B JPEG bytes."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = BUILDER_CONFIGS
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Optional: put NAME.tar.gz (e.g. facades.tar.gz) here."
+
+    def __init__(
+        self, *, path: str = "", skip_bad_files: bool = False, file_format=None, **kwargs: Any
+    ):
+        """As the base class, plus `path` (an archive you have) and `skip_bad_files`.
+
+        Defaults to the array_record format (no TensorFlow needed to write or read it).
+        """
+        self._path = path
+        self._skip_bad_files = skip_bad_files
+        super().__init__(file_format=file_format, **kwargs)
+        if file_format is None and not self.info.initialized:
+            self.info.set_file_format("array_record", override=True)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="The paired image datasets of pix2pix (Isola et al. 2017).",
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=(), dtype=np.object_),  # A|B JPEG
+                    "file_name": tfds.features.Text(),  # path inside the archive
+                }
+            ),
+            homepage="https://phillipi.github.io/pix2pix/",
+            citation=_CITATION,
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
+        archive = self._archive(dl_manager)
+        return {split: self._generate_examples(archive, split) for split in self._config.splits}
+
+    @property
+    def _config(self) -> Pix2pixConfig:
+        return self.builder_config
+
+    def _archive(self, dl_manager: tfds.download.DownloadManager) -> str:
+        """The local path of the archive: `path`, manual_dir or the download."""
+        file_name = f"{self._config.name}.tar.gz"
+        if self._path:
+            path = os.path.expanduser(self._path)
+            path = os.path.join(path, file_name) if os.path.isdir(path) else path
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"dataset.path={self._path!r}: no archive {path}")
+            return path
+        manual = os.path.join(os.fspath(dl_manager._manual_dir or ""), file_name)
+        if dl_manager._manual_dir and os.path.isfile(manual):
+            return manual
+        return os.fspath(dl_manager.download(URL_TEMPLATE.format(name=self._config.name)))
+
+    def _generate_examples(self, archive: str, split: str) -> Iterator[tuple[str, dict]]:
+        skipped, count = [], 0
+        for member, data in _members(archive, split):
+            try:
+                images.decode_ab(data, f"{archive}:{member}")
+            except images.BadImageError as e:
+                if not self._skip_bad_files:
+                    raise
+                skipped.append(str(e))
+                continue
+            count += 1
+            yield member, {"image": data, "file_name": member}
+        images.report_skipped(skipped, f"{archive} ({split})")
+        if not count:
+            raise ValueError(
+                f"{archive}: no usable image files in {self._config.name}/{split}/ "
+                f"(the split needs .jpg/.png files)"
+            )
+
+
+def _members(archive: str, split: str) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of the image files in the `split` folder of a tar(.gz) archive."""
+    try:
+        with open(archive, "rb") as f:
+            method = tfds.download.ExtractMethod.TAR_GZ_STREAM
+            for member, fobj in tfds.download.iter_archive(f, method):
+                parts = member.split("/")
+                if len(parts) >= 2 and parts[-2] == split and images.is_image_name(member):
+                    yield member, fobj.read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise ValueError(f"{archive}: not a readable tar.gz archive ({e})") from None
