@@ -1,0 +1,246 @@
+"""Read a PyTorch state_dict file (.pth / .pt) into numpy arrays, without torch.
+
+Supports both formats that `torch.save` writes:
+
+* the zip format (the default since PyTorch 1.6): `<name>/data.pkl` plus one
+  raw little- or big-endian file per storage under `<name>/data/`;
+* the legacy format (`_use_new_zipfile_serialization=False`, and every file
+  saved by PyTorch < 1.6, e.g. the reference pix2pix models and the FID
+  Inception weights): a magic number, then pickles, then the raw storages.
+
+The pre-0.4 tar format and TorchScript archives are not supported.
+
+Nothing in the file is executed: the pickles are read by an unpickler whose
+`find_class` allows only `collections.OrderedDict`, torch's tensor rebuild
+functions and its typed storage classes, each mapped to a numpy
+re-implementation. Any other global (a class, `os.system`, ...) is refused
+with a ValueError naming the file and the global.
+"""
+
+import collections
+import dataclasses
+import os
+import pickle
+import struct
+import sys
+import zipfile
+from typing import IO, Any
+
+import ml_dtypes
+import numpy as np
+
+# torch.<Name>Storage -> numpy dtype of its elements.
+STORAGE_DTYPES = {
+    "FloatStorage": np.dtype(np.float32),
+    "DoubleStorage": np.dtype(np.float64),
+    "HalfStorage": np.dtype(np.float16),
+    "BFloat16Storage": np.dtype(ml_dtypes.bfloat16),
+    "LongStorage": np.dtype(np.int64),
+    "IntStorage": np.dtype(np.int32),
+    "ShortStorage": np.dtype(np.int16),
+    "CharStorage": np.dtype(np.int8),
+    "ByteStorage": np.dtype(np.uint8),
+    "BoolStorage": np.dtype(np.bool_),
+}
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+
+@dataclasses.dataclass(frozen=True)
+class _StorageType:
+    dtype: np.dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class _StorageRef:
+    key: str
+    dtype: np.dtype
+    numel: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _TensorRef:
+    """A tensor as the pickle describes it; its bytes are attached afterwards."""
+
+    storage: _StorageRef
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> _TensorRef:
+    # torch._utils._rebuild_tensor(_v2): the trailing requires_grad, hooks, metadata are unused.
+    return _TensorRef(storage, int(storage_offset), tuple(size), tuple(stride))
+
+
+def _rebuild_parameter(data, *unused):
+    # torch._utils._rebuild_parameter(_with_state): an nn.Parameter is its data here.
+    return data
+
+
+_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    **{("torch", name): _StorageType(dtype) for name, dtype in STORAGE_DTYPES.items()},
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that builds only state_dict pieces and records storage references."""
+
+    def __init__(self, file: IO[bytes], path: str):
+        super().__init__(file)
+        self.path = path
+        self.storages: dict[str, _StorageRef] = {}  # every storage the pickle referenced
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise ValueError(
+                f"{self.path}: refusing to load the global {module}.{name}: only tensors in "
+                "(ordered) dicts are read from a weights file"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> _StorageRef:
+        # zip: ('storage', type, key, location, numel); legacy adds view_metadata.
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
+            raise ValueError(f"{self.path}: unsupported persistent object {pid!r:.80}")
+        storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
+        if not isinstance(storage_type, _StorageType):
+            raise ValueError(f"{self.path}: unsupported storage type {storage_type!r:.80}")
+        if len(pid) == 6 and pid[5] is not None:
+            raise ValueError(f"{self.path}: storage views (legacy view_metadata) are not supported")
+        return self.storages.setdefault(key, _StorageRef(key, storage_type.dtype, numel))
+
+
+def load_state_dict(path: str) -> dict[str, np.ndarray]:
+    """The tensors of a PyTorch state_dict file, by name, as numpy arrays (NCHW layouts kept).
+
+    Raises FileNotFoundError if `path` does not exist and ValueError if it is
+    not a state_dict saved by `torch.save` (naming the file and the problem).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        if zipfile.is_zipfile(path):
+            obj, storages = _load_zip(path)
+        else:
+            obj, storages = _load_legacy(path)
+    except (
+        pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, UnicodeDecodeError,
+        TypeError, AttributeError, KeyError, IndexError, OverflowError, NotImplementedError,
+        MemoryError,  # a corrupted length field
+    ) as e:  # fmt: skip
+        # Malformed pickles fail in many ways; each means the same thing to the user.
+        raise ValueError(
+            f"{path} is not a readable PyTorch weights file (torch.save's zip or legacy "
+            f"format): {e}"
+        ) from None
+    return _materialize(obj, storages, path)
+
+
+def _load_zip(path: str) -> tuple[Any, dict[str, np.ndarray]]:
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
+        if not pickles:
+            raise ValueError(f"{path} is a zip file without data.pkl: not a torch.save file")
+        prefix = pickles[0][: -len("data.pkl")]
+        order = "little"
+        if prefix + "byteorder" in names:
+            order = archive.read(prefix + "byteorder").decode().strip()
+        with archive.open(pickles[0]) as f:
+            unpickler = _RestrictedUnpickler(f, path)
+            obj = unpickler.load()
+        storages = {}
+        for key, ref in unpickler.storages.items():
+            name = f"{prefix}data/{key}"
+            if name not in names:
+                raise ValueError(f"{path}: storage {key} is missing from the archive")
+            storages[key] = _checked_buffer(archive.read(name), ref, path, order)
+    return obj, storages
+
+
+def _load_legacy(path: str) -> tuple[Any, dict[str, np.ndarray]]:
+    with open(path, "rb") as f:
+        # A legacy file starts with a pickle (protocol >= 2) of the magic number.
+        if f.read(1) != b"\x80":
+            raise ValueError(
+                f"{path} is not a PyTorch weights file (neither torch.save's zip format nor its "
+                "legacy pickle format)"
+            )
+        f.seek(0)
+        header = _RestrictedUnpickler(f, path)
+        if header.load() != _LEGACY_MAGIC:
+            raise ValueError(
+                f"{path} is not a PyTorch weights file (no torch.save zip archive or legacy "
+                "magic number)"
+            )
+        if header.load() != _LEGACY_PROTOCOL:
+            raise ValueError(f"{path}: unsupported legacy torch.save protocol version")
+        sys_info = header.load()
+        little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
+        unpickler = _RestrictedUnpickler(f, path)
+        obj = unpickler.load()
+        keys = _RestrictedUnpickler(f, path).load()
+        endian, order = ("<", "little") if little else (">", "big")
+        storages = {}
+        for key in keys:  # each: int64 element count, then the raw elements
+            ref = unpickler.storages.get(str(key))
+            if ref is None:
+                raise ValueError(f"{path}: storage {key} is listed but never referenced")
+            header = f.read(8)
+            if len(header) < 8:
+                raise ValueError(f"{path}: storage {key} is missing (truncated file?)")
+            (numel,) = struct.unpack(endian + "q", header)
+            if numel != ref.numel:
+                raise ValueError(
+                    f"{path}: storage {key} has {numel} elements, its tensors say {ref.numel}"
+                )
+            data = f.read(numel * ref.dtype.itemsize)
+            storages[str(key)] = _checked_buffer(data, ref, path, order)
+    return obj, storages
+
+
+def _checked_buffer(data: bytes, ref: _StorageRef, path: str, byteorder: str) -> np.ndarray:
+    expected = ref.numel * ref.dtype.itemsize
+    if len(data) < expected:
+        raise ValueError(
+            f"{path}: storage {ref.key} holds {len(data)} bytes, expected {expected} "
+            "(truncated file?)"
+        )
+    array = np.frombuffer(data, ref.dtype, count=ref.numel)
+    return array.byteswap() if byteorder != sys.byteorder else array
+
+
+def _materialize(obj: Any, storages: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict")
+    result = {}
+    for name, value in obj.items():
+        if not isinstance(value, _TensorRef):
+            raise ValueError(
+                f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor: not a "
+                "state_dict of tensors"
+            )
+        result[str(name)] = _tensor(value, storages[value.storage.key], path, name)
+    return result
+
+
+def _tensor(ref: _TensorRef, data: np.ndarray, path: str, name: str) -> np.ndarray:
+    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True) if n)
+    if min(ref.size, default=1) and (ref.offset < 0 or last >= data.size):
+        raise ValueError(f"{path}: tensor {name!r} reads outside its storage")
+    if 0 in ref.size:
+        return np.zeros(ref.size, data.dtype)
+    view = np.lib.stride_tricks.as_strided(
+        data[ref.offset :],
+        shape=ref.size,
+        strides=tuple(s * data.itemsize for s in ref.stride),
+        writeable=False,
+    )
+    return np.array(view)  # a contiguous copy that owns its memory
