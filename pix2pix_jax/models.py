@@ -27,7 +27,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 NORMS = ("batch", "sync_batch", "instance", "none")
@@ -123,6 +122,53 @@ class Norm(nn.Module):
         raise ValueError(f"model.norm={self.kind!r} is not one of {NORMS}")
 
 
+# Below these input sizes (H * W) a convolution on XLA:CPU is dominated by moving its
+# weights, and its gradients by transposing them; an im2col + dot computes the
+# same sums with the weights read once in place (measured: 4-10x faster at 2x2-8x8
+# inputs with 512 channels, equal at 32x32; slower above). GPU convolutions keep
+# the convolution primitive.
+DOT_MAX_POSITIONS = {"down": 32 * 32, "up": 16 * 16}
+
+
+def conv_by_dot(
+    x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[tuple[int, int]]
+) -> jax.Array:
+    """An NHWC x HWIO convolution (explicit padding, no dilation) as im2col and one dot.
+
+    Equal to `lax.conv_general_dilated` with the same arguments up to the order
+    of the float sums.
+    """
+    (kh, kw), (sh, sw) = kernel.shape[:2], strides
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    columns = [
+        x[:, i : i + sh * (out_h - 1) + 1 : sh, j : j + sw * (out_w - 1) + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    patches = jnp.concatenate(columns, axis=-1) if len(columns) > 1 else columns[0]
+    return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(-1, kernel.shape[-1]))
+
+
+def _use_dot(x: jax.Array, kind: str) -> bool:
+    return jax.default_backend() == "cpu" and x.shape[1] * x.shape[2] <= DOT_MAX_POSITIONS[kind]
+
+
+def down_conv_primitive(x, kernel, strides, padding, **kwargs) -> jax.Array:
+    """`lax.conv_general_dilated` as nn.Conv calls it, by `conv_by_dot` where that is faster."""
+    plain = (
+        not isinstance(padding, str)
+        and kwargs.get("feature_group_count", 1) == 1
+        and all(d in (None, 1) or tuple(d) == (1, 1) for d in
+                (kwargs.get("lhs_dilation"), kwargs.get("rhs_dilation")))
+        and kwargs.get("dimension_numbers")
+        == lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
+    )  # fmt: skip
+    if plain and _use_dot(x, "down"):
+        return conv_by_dot(x, kernel, strides, padding)
+    return lax.conv_general_dilated(x, kernel, strides, padding, **kwargs)
+
+
 def down_conv(
     features: int,
     *,
@@ -140,6 +186,7 @@ def down_conv(
         use_bias=use_bias,
         kernel_init=kernel_init,
         dtype=dtype,
+        conv_general_dilated=down_conv_primitive,
     )
 
 
@@ -158,6 +205,12 @@ def _phase_taps(kernel_size: int, padding: int, phase: int) -> tuple[tuple[int, 
     d_min = (phase + padding - taps[0]) // 2
     d_max = (phase + padding - taps[-1]) // 2
     return taps, (-d_min, d_max)
+
+
+def _tap_slice(taps: tuple[int, ...]) -> slice:
+    """The slice that picks `taps` (decreasing, step 2) out of a kernel axis."""
+    stop = taps[-1] - 1
+    return slice(taps[0], None if stop < 0 else stop, -2)
 
 
 class UpConv(nn.Module):
@@ -191,22 +244,24 @@ class UpConv(nn.Module):
         init = weight_init(self.init_type, self.init_gain, transposed=True)
         kernel = self.param("kernel", init, (k, k, x.shape[-1], self.features))
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        use_dot = _use_dot(x, "up")
         phases = []
         for row in range(2):
             row_taps, row_padding = _phase_taps(k, 1, row)
             row_phases = []
             for col in range(2):
                 col_taps, col_padding = _phase_taps(k, 1, col)
-                taps = kernel[np.array(row_taps)][:, np.array(col_taps)]
-                row_phases.append(
-                    lax.conv_general_dilated(
-                        x,
-                        taps,
-                        window_strides=(1, 1),
-                        padding=(row_padding, col_padding),
-                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                # Static strided slices, not gathers: their gradients are pads, not scatters.
+                taps = kernel[_tap_slice(row_taps)][:, _tap_slice(col_taps)]
+                padding = (row_padding, col_padding)
+                if use_dot:
+                    row_phases.append(conv_by_dot(x, taps, (1, 1), padding))
+                else:
+                    row_phases.append(
+                        lax.conv_general_dilated(
+                            x, taps, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+                        )
                     )
-                )
             phases.append(jnp.stack(row_phases, axis=3))  # N, H, W, col, C
         y = jnp.stack(phases, axis=2)  # N, H, row, W, col, C
         n, h, _, w, _, c = y.shape
@@ -412,6 +467,7 @@ class PatchDiscriminator(nn.Module):
                 use_bias=first or last or use_bias,  # no norm after the first and last
                 kernel_init=weight_init(self.init_type, self.init_gain),
                 dtype=self.dtype,
+                conv_general_dilated=down_conv_primitive,
             )(h)
             if last:
                 return h

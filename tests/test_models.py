@@ -102,7 +102,15 @@ def naive_conv_transpose(x, w):
     return out[:, 1:-1, 1:-1]
 
 
-def test_upconv_equals_transposed_convolution():
+@pytest.fixture(params=["dot", "conv"])
+def conv_path(request, monkeypatch):
+    """Run a test once with im2col + dot and once with the convolution primitive."""
+    limit = 10**9 if request.param == "dot" else 0
+    monkeypatch.setattr(models, "DOT_MAX_POSITIONS", {"down": limit, "up": limit})
+    return request.param
+
+
+def test_upconv_equals_transposed_convolution(conv_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
     w = rng.normal(size=(4, 4, 3, 4)).astype(np.float32)
@@ -114,6 +122,54 @@ def test_upconv_equals_transposed_convolution():
         x, w[::-1, ::-1], (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
     np.testing.assert_allclose(y, flax_y + b, atol=1e-5)
+
+
+def test_upconv_gradients_equal_the_transposed_convolution_gradients(conv_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 4, 6, 3)).astype(np.float32)
+    w = rng.normal(size=(4, 4, 3, 2)).astype(np.float32)
+    g = rng.normal(size=(1, 8, 12, 2)).astype(np.float32)
+
+    def ours(x, w):
+        return jnp.sum(models.UpConv(2, use_bias=False).apply({"params": {"kernel": w}}, x) * g)
+
+    def reference(x, w):
+        y = jax.lax.conv_transpose(
+            x, w[::-1, ::-1], (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return jnp.sum(y * g)
+
+    for got, want in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(reference, (0, 1))(x, w)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "strides, padding", [((2, 2), ((1, 1), (1, 1))), ((1, 1), ((1, 2), (0, 1)))]
+)
+def test_conv_by_dot_equals_the_convolution_primitive(strides, padding):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 9, 8, 3)).astype(np.float32)
+    w = rng.normal(size=(4, 3, 3, 5)).astype(np.float32)
+    want = jax.lax.conv_general_dilated(
+        x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    np.testing.assert_allclose(models.conv_by_dot(x, w, strides, padding), want, atol=1e-5)
+
+
+def test_both_conv_paths_give_the_same_networks(monkeypatch):
+    config = model_config(ngf=4, ndf=4, dropout_rate=0.0)
+    x = jnp.asarray(np.random.default_rng(3).uniform(-1, 1, (1, 32, 32, 3)), jnp.float32)
+    outputs = []
+    for limit in (0, 10**9):
+        monkeypatch.setattr(models, "DOT_MAX_POSITIONS", {"down": limit, "up": limit})
+        g = models.create_generator(config, 32, 3)
+        d = models.create_discriminator(config)
+        g_vars = g.init(jax.random.key(0), x, train=False)
+        y = g.apply(g_vars, x, train=False)
+        d_vars = d.init(jax.random.key(1), jnp.concatenate([x, y], -1), train=False)
+        outputs.append((y, d.apply(d_vars, jnp.concatenate([x, y], -1), train=False)))
+    for a, b in zip(*outputs):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def run_generator(variables, x, key, train):
