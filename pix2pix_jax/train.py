@@ -3,7 +3,8 @@
 `train_and_evaluate(config, workdir)` trains from the latest checkpoint in
 `workdir` (or from scratch), evaluates on the val split at step 0, every
 `eval_every_steps` and at the end, and writes config.json, metrics.jsonl,
-TensorBoard events, samples/ and checkpoints/ into `workdir`.
+TensorBoard events, samples/, checkpoints/ and (with `eval.best_metric`)
+checkpoints_best/ into `workdir`.
 """
 
 import functools
@@ -14,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import flax.jax_utils
 import jax
@@ -56,6 +58,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 f"dataset.{field}={config.dataset[field]!r} is not one of "
                 f"{tuple(input_pipeline.CHANNEL_MODES)}"
             )
+    if config.eval.best_metric:
+        checkpointing.improves(config.eval.best_metric, 0.0, None)  # raises if unknown
     models.create_generator(config.model, config.image_size, config.dataset.output_channels)
     models.create_discriminator(config.model)
 
@@ -126,30 +130,52 @@ def initial_state(config: ml_collections.ConfigDict, setup: steps.Setup) -> step
     return jax.device_get(init(setup, shape, config.dataset.input_channels))
 
 
-def evaluate(p_eval, state, config, eval_source) -> tuple[dict[str, float], np.ndarray]:
-    """Mean metrics over the whole eval split, and a sample grid of its first images."""
-    sums: dict[str, float] = {}
-    count = 0
-    samples = []
+def eval_outputs(p_eval, state, config, eval_source) -> Iterator[tuple]:
+    """The eval step over this process's share of the eval split, one batch at a time.
+
+    Yields (mask, batch, generated images, per-image metrics): the batch on
+    the host, the rest on the devices (fetch only what is needed), all shaped
+    [devices, per-device batch, ...]; `mask` is False for padding.
+    """
     for batch in input_pipeline.eval_batches(config, eval_source):
         mask = batch.pop("mask")
         fake, per_image = p_eval(state, batch)
-        for name, values in jax.device_get(per_image).items():
-            sums[name] = sums.get(name, 0.0) + float(np.sum(values[mask]))
-        count += int(mask.sum())
-        if sum(len(s[0]) for s in samples) < config.eval.num_samples:  # images only for these
-            fake = jax.device_get(fake)
-            samples.append([a[mask] for a in (batch["input"], fake, batch["target"])])
+        yield mask, batch, fake, per_image
+
+
+def add_metrics(sums: dict[str, float], per_image: dict, mask: np.ndarray) -> int:
+    """Add the per-image metrics (host arrays) of the real images to `sums`; returns their count."""
+    for name, values in per_image.items():
+        sums[name] = sums.get(name, 0.0) + float(np.sum(np.asarray(values)[mask]))
+    return int(mask.sum())
+
+
+def mean_metrics(sums: dict[str, float], count: int, split: str) -> dict[str, float]:
+    """Means over the images of all processes, from each process's sums and count."""
     if jax.process_count() > 1:  # each process evaluated its own shard of the split
         names = sorted(sums)
         totals = multihost_utils.process_allgather(np.array([count] + [sums[k] for k in names]))
         count, sums = int(totals[:, 0].sum()), dict(zip(names, totals[:, 1:].sum(0), strict=True))
     if count == 0:
-        raise ValueError(f"eval split {config.eval.split!r} is empty")
+        raise ValueError(f"eval split {split!r} is empty")
+    return {k: float(v) / count for k, v in sums.items()}
+
+
+def evaluate(p_eval, state, config, eval_source) -> tuple[dict[str, float], np.ndarray]:
+    """Mean metrics over the whole eval split, and a sample grid of its first images."""
+    sums: dict[str, float] = {}
+    count = 0
+    samples = []
+    for mask, batch, fake, per_image in eval_outputs(p_eval, state, config, eval_source):
+        count += add_metrics(sums, jax.device_get(per_image), mask)
+        if sum(len(s[0]) for s in samples) < config.eval.num_samples:  # images only for these
+            fake = jax.device_get(fake)
+            samples.append([a[mask] for a in (batch["input"], fake, batch["target"])])
+    results = mean_metrics(sums, count, config.eval.split)
     inputs, outputs, targets = (
         np.concatenate([s[i] for s in samples])[: config.eval.num_samples] for i in range(3)
     )
-    return {k: v / count for k, v in sums.items()}, writers.sample_grid(inputs, outputs, targets)
+    return results, writers.sample_grid(inputs, outputs, targets)
 
 
 class _Logger:
@@ -193,13 +219,15 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
         f.write(config.to_json(indent=2) + "\n")
 
 
-def _run_eval(p_eval, state, step, *, config, eval_source, writer, workdir, progress) -> None:
+def _run_eval(p_eval, state, step, *, config, eval_source, writer, workdir, progress, best):
     results, grid = evaluate(p_eval, state, config, eval_source)
     if writer:
         writer.write(step, results, split=config.eval.split)
         writer.write_image(step, f"{config.eval.split}/samples", grid)
         writers.save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
     summary = " ".join(f"{k}={v:.4f}" for k, v in results.items())
+    if best and best.update(step, flax.jax_utils.unreplicate(state), results):
+        summary += f" (best {best.metric} so far: saved to {checkpointing.BEST_DIR}/)"
     progress.write(f"[step {step}] {config.eval.split}: {summary}")
 
 
@@ -264,6 +292,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     checkpointer = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"), config.max_checkpoints_to_keep
     )
+    best = None
+    if config.eval.best_metric:
+        best = checkpointing.BestCheckpointer(
+            os.path.join(workdir, checkpointing.BEST_DIR), config.eval.best_metric
+        )
     state = initial_state(config, setup)
     start = checkpointer.latest_step() or 0
     if start:
@@ -278,7 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     )  # fmt: skip
     evaluate_at = functools.partial(
         _run_eval, steps.pmapped_eval_step(setup, config.eval.mode), config=config,
-        eval_source=eval_source, writer=writer, workdir=workdir, progress=progress,
+        eval_source=eval_source, writer=writer, workdir=workdir, progress=progress, best=best,
     )  # fmt: skip
     try:
         if start == 0:
@@ -291,6 +324,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     finally:
         progress.close()
         checkpointer.close()
+        if best:
+            best.close()
         if writer:
             writer.close()
     return jax.device_get(flax.jax_utils.unreplicate(state))

@@ -76,6 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.mode = "paper"  # paper: dropout on, test-batch statistics | deterministic.
     config.eval.batch_size = 16  # Global eval batch.
     config.eval.num_samples = 8  # Rows of input | output | target in each samples/ grid.
+    # Keep the checkpoint of the best eval by this metric in checkpoints_best/: l1 (lower is
+    # better) | psnr | ssim (higher); "" keeps none.
+    config.eval.best_metric = "l1"
 
     config.distributed = ml_collections.ConfigDict()
     config.distributed.initialize = False  # Call jax.distributed.initialize() (multi-host).

@@ -1,0 +1,190 @@
+"""Translate your own images with a trained model.
+
+    python -m pix2pix_jax.predict --workdir=DIR --input=PATH --output=OUT [--checkpoint=latest]
+        [--mode=paper|deterministic] [--num_samples=K] [--batch_size=N] [--seed=S]
+
+PATH is one image or a folder of images (PNG, JPEG, TIFF, BMP, WebP, GIF; any
+size; gray, RGB, RGBA or palette images are converted to the model's input
+channels as PIL converts). Each image is resized to the size the model was
+trained on (bicubic, as the reference's test script does), translated, and
+the result resized back to the input's size, saved as OUT/<name>.png; with
+K > 1, K dropout samples OUT/<name>_sample<k>.png (k = 0..K-1).
+
+Each image is translated on its own, whatever the batch: in `paper` mode batch
+norm uses that image's statistics (the reference tests with batch size 1),
+and its dropout key is a function of (seed, sample, file name) only, so an
+image gets the same noise alone or in a folder, whatever --batch_size, and
+the same command gives the same images.
+"""
+
+import os
+import sys
+import zlib
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from absl import app, flags, logging
+from PIL import Image
+
+from pix2pix_jax import checkpointing, evaluate, input_pipeline, steps, writers
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+
+
+def list_inputs(path: str) -> list[str]:
+    """`path` itself if it is a file, else the images in folder `path`, sorted by name."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"input {path!r}: no such file or folder")
+    names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
+    files = [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
+    if not files:
+        raise ValueError(f"input folder {path!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def read_image(path: str, channels: int) -> np.ndarray:
+    """The image at `path` as uint8 HWC with `channels` channels (1, 3 or 4), as PIL converts."""
+    try:
+        with Image.open(path) as image:
+            converted = image.convert(input_pipeline.CHANNEL_MODES[channels])
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for bad or truncated files
+        raise ValueError(f"{path}: cannot read the image ({e})") from e
+    return np.asarray(converted).reshape(converted.height, converted.width, channels)
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A uint8 HWC image resized to (height, width), bicubic."""
+    if image.shape[:2] == (height, width):
+        return image
+    channels = image.shape[-1]
+    pil = Image.fromarray(image.squeeze(-1) if channels == 1 else image)
+    return np.asarray(pil.resize((width, height), Image.BICUBIC)).reshape(height, width, channels)
+
+
+def output_names(inputs: list[str], num_samples: int) -> list[list[str]]:
+    """For each input, the file names of its `num_samples` outputs (ValueError on a clash)."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in inputs]
+    seen: dict[str, str] = {}
+    for stem, path in zip(stems, inputs, strict=True):
+        if stem in seen:
+            raise ValueError(f"inputs {seen[stem]!r} and {path!r} would both be written as {stem}")
+        seen[stem] = path
+    if num_samples == 1:
+        return [[f"{stem}.png"] for stem in stems]
+    return [[f"{stem}_sample{k}.png" for k in range(num_samples)] for stem in stems]
+
+
+def make_translate(state, setup: steps.Setup, mode: str) -> Callable:
+    """A jitted (uint8 images [B, S, S, C], keys [B]) -> float images in [-1, 1], image by image."""
+
+    def one(image, key):
+        x = steps.to_model_range(image[None])
+        return steps.generate(state, x, setup, mode, key)[0]
+
+    return jax.jit(jax.vmap(one))
+
+
+def image_keys(seed: int, sample: int, paths: list[str]) -> jax.Array:
+    """The dropout keys of sample `sample` of the images at `paths`: one per file name.
+
+    A function of (seed, sample, file name) only, so an image gets the same
+    noise alone or in a folder, in any batch.
+    """
+    base = jax.random.fold_in(jax.random.key(seed), sample)
+    ids = [zlib.crc32(os.path.basename(p).encode()) % 2**31 for p in paths]
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(ids, jnp.int32))
+
+
+def predict(
+    workdir: str,
+    input_path: str,
+    output: str,
+    checkpoint: str | int = "latest",
+    mode: str | None = None,
+    num_samples: int = 1,
+    batch_size: int = 8,
+    seed: int | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Translate the image(s) at `input_path` into folder `output`; returns the written paths.
+
+    `mode` defaults to the run's `eval.mode` and `seed` to its `seed`.
+    """
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(
+            f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}"
+        )
+    evaluate.check_mode(mode)
+    inputs = list_inputs(input_path)
+    names = [[os.path.join(output, n) for n in ns] for ns in output_names(inputs, num_samples)]
+    config, state, _ = checkpointing.restore_for_inference(workdir, checkpoint)
+    mode = config.eval.mode if mode is None else mode
+    if mode == "deterministic" and num_samples > 1:
+        raise ValueError("num_samples > 1 needs mode=paper: deterministic mode has no noise")
+    seed = config.seed if seed is None else seed
+    translate = make_translate(state, checkpointing.inference_setup(config), mode)
+    os.makedirs(output, exist_ok=True)
+    batch_size = min(batch_size, len(inputs))  # every batch this size: one compiled shape
+    written = []
+    with tqdm.tqdm(total=len(inputs), unit="image", file=sys.stdout, disable=not progress) as bar:
+        for start in range(0, len(inputs), batch_size):
+            paths = inputs[start : start + batch_size]
+            outputs = names[start : start + len(paths)]
+            written += _translate_batch(translate, config, paths, outputs, seed, batch_size)
+            bar.update(len(paths))
+    return written
+
+
+def _translate_batch(translate, config, paths, outputs, seed, batch_size) -> list[str]:
+    """Translate the images at `paths` (padded to `batch_size`); write each to its `outputs`."""
+    originals = [read_image(p, config.dataset.input_channels) for p in paths]
+    x = np.stack([resize(im, *input_pipeline.image_shape(config)) for im in originals])
+    pad = batch_size - len(x)
+    x, padded = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]), paths + paths[-1:] * pad
+    written = []
+    for sample in range(len(outputs[0])):
+        fake = writers.to_uint8(translate(x, image_keys(seed, sample, padded)))
+        for image, original, targets in zip(fake, originals, outputs, strict=False):
+            writers.save_png(targets[sample], resize(image, *original.shape[:2]))
+            written.append(targets[sample])
+    return written
+
+
+def define_flags() -> None:
+    """The command line's flags (defined on demand: other commands define --workdir too)."""
+    flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).")
+    flags.DEFINE_string("input", None, "An image, or a folder of images.")
+    flags.DEFINE_string("output", None, "Folder for the translated images.")
+    flags.DEFINE_string("checkpoint", "latest", "latest, best or a step number.")
+    flags.DEFINE_enum("mode", None, steps.EVAL_MODES, "Test-time mode (default: eval.mode).")
+    flags.DEFINE_integer("num_samples", 1, "Dropout samples per input (mode paper).")
+    flags.DEFINE_integer("batch_size", 8, "Images per generator call.")
+    flags.DEFINE_integer("seed", None, "Seed of the dropout keys (default: the run's seed).")
+    flags.mark_flags_as_required(["workdir", "input", "output"])
+
+
+def main(argv: list[str]) -> None:
+    """Translate with the parsed flags; bad input ends with one line naming the problem."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    f = flags.FLAGS
+    try:
+        evaluate.configure_runtime(f.workdir)
+        written = predict(
+            f.workdir, f.input, f.output, f.checkpoint, f.mode, f.num_samples, f.batch_size, f.seed
+        )
+    except (ValueError, OSError) as e:
+        sys.exit(f"pix2pix_jax.predict: error: {e}")
+    print(f"Wrote {len(written)} image(s) to {f.output}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
