@@ -1,0 +1,247 @@
+"""Speed of the training step or of the input pipeline, as JSON lines.
+
+    python -m pix2pix_jax.benchmark [--config=PATH] [--config.FIELD=VALUE ...] \
+        [--mode=step|input] [--steps=20] [--warmup=3] [--repeats=3] [--peer=torch_ref.py]
+
+`step` times the pmapped train step that training runs, on random uint8
+batches of the configured shape (generator, image size, global batch,
+compute dtype), after compiling it once: one JSON line per repeat and a
+summary line with the median. `--peer=PATH` also runs a PyTorch peer script
+(same command-line shape as the reference's step: `--batch --size --steps
+--warmup [--device cuda] [--amp] [--compile MODE]`) between our repeats, so
+both see the same machine load, and prints the ratio of the medians.
+
+`input` times `input_pipeline.train_dataset` alone (decode, jitter, batch,
+with `dataset.num_workers` processes): images/s and images/s per worker.
+`--synthetic_jpegs=N` first writes N 256x512 side-by-side A|B JPEGs of
+synthetic facades as a `folder` dataset and times that.
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import flax
+import jax
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from pix2pix_jax import input_pipeline, models, steps, train
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py")
+
+flags.DEFINE_enum("mode", "step", ["step", "input"], "What to time.")
+flags.DEFINE_integer("steps", 20, "Timed steps (or batches) per repeat.")
+flags.DEFINE_integer("warmup", 3, "Untimed steps (or batches) before timing.")
+flags.DEFINE_integer("repeats", 3, "Timed windows; the summary reports their median.")
+flags.DEFINE_string("peer", "", "Path of a PyTorch peer step script to run side by side.")
+flags.DEFINE_string("peer_compile", "", "torch.compile mode passed to the peer (--compile).")
+flags.DEFINE_integer("synthetic_jpegs", 0, "input mode: time N generated 256x512 A|B JPEGs.")
+config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Config file.", lock_config=False)
+
+
+def peak_host_memory_mb() -> float:
+    """The process's peak resident memory so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def device_memory_mb() -> dict[str, float]:
+    """Peak and current memory of the first local device, where the backend reports them."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    names = {"peak_bytes_in_use": "device_peak_memory_mb", "bytes_in_use": "device_memory_mb"}
+    return {names[k]: stats[k] / 2**20 for k in names if k in stats}
+
+
+def environment() -> dict[str, Any]:
+    """Backend, device and versions: what a figure must be quoted with."""
+    device = jax.local_devices()[0]
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "local_devices": jax.local_device_count(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+    }
+
+
+def random_batch(config: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A device-shaped uint8 batch, as the input pipeline yields it."""
+    devices = jax.local_device_count()
+    shape = (devices, config.batch_size // devices, config.image_size, config.image_size)
+    return {
+        "input": rng.integers(0, 256, shape + (config.dataset.input_channels,), np.uint8),
+        "target": rng.integers(0, 256, shape + (config.dataset.output_channels,), np.uint8),
+    }
+
+
+def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
+    """Yields one JSON-ready record per timed window of the pmapped train step.
+
+    The first record carries `compile_seconds` (lowering + XLA compilation).
+    """
+    setup = train.make_setup(config, num_train_examples=1000)
+    state = train.initial_state(config, setup)
+    state = flax.jax_utils.replicate(state, axis_name=models.BATCH_AXIS)
+    batch = jax.device_put(
+        random_batch(config, np.random.default_rng(0)), input_pipeline.device_sharding()
+    )
+    p_train = steps.pmapped_train_step(setup)
+    start = time.perf_counter()
+    compiled = p_train.lower(state, batch).compile()
+    compile_seconds = time.perf_counter() - start
+    for _ in range(warmup):
+        state, step_metrics = compiled(state, batch)
+    jax.block_until_ready(step_metrics)
+    for repeat in range(repeats):
+        start = time.perf_counter()
+        for _ in range(num_steps):
+            state, step_metrics = compiled(state, batch)
+        jax.block_until_ready((state, step_metrics))
+        seconds = (time.perf_counter() - start) / num_steps
+        record = {"repeat": repeat, "step_ms": 1000 * seconds}
+        record["images_per_second"] = config.batch_size / seconds
+        if repeat == 0:
+            record["compile_seconds"] = compile_seconds
+        record["peak_host_memory_mb"] = peak_host_memory_mb()
+        yield {**record, **device_memory_mb()}
+
+
+def run_peer(config: Any, num_steps: int, warmup: int) -> dict[str, Any]:
+    """One run of the peer script with this config's shapes; its JSON line as a dict."""
+    command = [sys.executable, flags.FLAGS.peer, "--batch", str(config.batch_size)]
+    command += ["--size", str(config.image_size), "--steps", str(num_steps)]
+    command += ["--warmup", str(warmup)]
+    if jax.default_backend() == "gpu":
+        command += ["--device", "cuda"]
+    if config.model.compute_dtype == "bfloat16":
+        command += ["--amp"]
+    if flags.FLAGS.peer_compile:
+        command += ["--compile", flags.FLAGS.peer_compile]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise ValueError(f"peer {command} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def peer_comparable(config: Any) -> bool:
+    """Whether the config is the peer's model: unet_256 (64 filters), basic D, batch norm."""
+    m = config.model
+    return (m.generator, m.discriminator, m.ngf, m.ndf, m.norm) == (
+        "unet_256", "basic", 64, 64, "batch",
+    )  # fmt: skip
+
+
+def _emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def benchmark_step(config: Any) -> None:
+    """Time our step (and the peer's, alternating) and print JSON lines."""
+    f = flags.FLAGS
+    shape = {
+        "generator": config.model.generator,
+        "image_size": config.image_size,
+        "batch": config.batch_size,
+        "compute_dtype": config.model.compute_dtype,
+    }
+    ours, peers = [], []
+    for record in time_steps(config, f.steps, f.warmup, f.repeats):
+        _emit({"impl": "pix2pix_jax", "mode": "step", **shape, **record, **environment()})
+        ours.append(record["images_per_second"])
+        if f.peer:
+            peer = run_peer(config, f.steps, f.warmup)
+            _emit({"impl": "peer", **peer})
+            # The peer rounds img_per_s to 2 decimals; its step time is exact.
+            peers.append(config.batch_size * 1000 / peer["step_ms"])
+    summary = {"summary": "step", **shape, "images_per_second": statistics.median(ours)}
+    if peers:
+        summary["peer_images_per_second"] = statistics.median(peers)
+        summary["ratio_vs_peer"] = summary["images_per_second"] / summary["peer_images_per_second"]
+        summary["peer_comparable"] = peer_comparable(config)
+    _emit({**summary, **environment()})
+
+
+def benchmark_input(config: Any) -> None:
+    """Time the training input pipeline alone and print JSON lines."""
+    f = flags.FLAGS
+    workers = max(config.dataset.num_workers, 1)
+    iterator = iter(input_pipeline.train_dataset(config))
+    start = time.perf_counter()
+    for _ in range(f.warmup):
+        next(iterator)
+    first_seconds = time.perf_counter() - start
+    rates = []
+    for repeat in range(f.repeats):
+        start = time.perf_counter()
+        for _ in range(f.steps):
+            next(iterator)
+        rate = f.steps * config.batch_size / (time.perf_counter() - start)
+        rates.append(rate)
+        record = {"impl": "pix2pix_jax", "mode": "input", "repeat": repeat}
+        record.update(dataset=config.dataset.name, image_size=config.image_size)
+        record.update(batch=config.batch_size, num_workers=config.dataset.num_workers)
+        record.update(images_per_second=rate, images_per_second_per_worker=rate / workers)
+        if repeat == 0:
+            record["warmup_seconds"] = first_seconds
+        _emit({**record, "peak_host_memory_mb": peak_host_memory_mb()})
+    median = statistics.median(rates)
+    _emit(
+        {
+            "summary": "input",
+            "num_workers": config.dataset.num_workers,
+            "images_per_second": median,
+            "images_per_second_per_worker": median / workers,
+            "cpu_count": os.cpu_count(),
+        }
+    )
+
+
+def write_synthetic_jpegs(directory: str, count: int, seed: int = 0) -> None:
+    """`count` 256x512 A|B JPEGs (photo | labels) in directory/train, as the official sets."""
+    from PIL import Image
+
+    from pix2pix_jax.datasets import synthetic_facades
+
+    os.makedirs(os.path.join(directory, "train"), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        layout = synthetic_facades.sample_layout(rng, 256)
+        photo = synthetic_facades.render_photo(layout, rng)
+        labels = synthetic_facades.colorize_labels(layout.labels)
+        pair = Image.fromarray(np.concatenate([photo, labels], axis=1))
+        pair.save(os.path.join(directory, "train", f"{i + 1}.jpg"), quality=95)
+
+
+def main(argv: list[str]) -> None:
+    """Run the benchmark the flags select."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    config = flags.FLAGS.config
+    train.configure_runtime(config)
+    try:
+        if flags.FLAGS.mode == "step":
+            benchmark_step(config)
+        elif flags.FLAGS.synthetic_jpegs:
+            with tempfile.TemporaryDirectory() as tmp:
+                write_synthetic_jpegs(os.path.join(tmp, "images"), flags.FLAGS.synthetic_jpegs)
+                config.dataset.name = "folder"
+                config.dataset.path = os.path.join(tmp, "images")
+                config.dataset.data_dir = os.path.join(tmp, "tfds")
+                benchmark_input(config)
+        else:
+            benchmark_input(config)
+    except ValueError as e:
+        sys.exit(f"pix2pix_jax.benchmark: error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)
