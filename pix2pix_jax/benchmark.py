@@ -72,13 +72,20 @@ def environment() -> dict[str, Any]:
 
 
 def random_batch(config: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """A device-shaped uint8 batch, as the input pipeline yields it."""
+    """A device-shaped uint8 batch, as the input pipeline yields it (with jitter draws)."""
     devices = jax.local_device_count()
-    shape = (devices, config.batch_size // devices, config.image_size, config.image_size)
-    return {
+    lead = (devices, config.batch_size // devices)
+    shape = lead + input_pipeline.image_shape(config)
+    batch = {
         "input": rng.integers(0, 256, shape + (config.dataset.input_channels,), np.uint8),
         "target": rng.integers(0, 256, shape + (config.dataset.output_channels,), np.uint8),
     }
+    load_shape = input_pipeline.load_shape(config)
+    if load_shape:  # the step jitters on the device, as in training
+        room = np.subtract(load_shape, shape[2:]) + 1
+        batch["crop"] = rng.integers(0, room, lead + (2,), dtype=np.int32)
+        batch["flip"] = rng.random(lead) < 0.5
+    return batch
 
 
 def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):

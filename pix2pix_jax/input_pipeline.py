@@ -9,6 +9,13 @@ the same crop and flip for input and target) and batched as uint8
 [local devices, per-device batch, H, W, C]; the steps scale them to [-1, 1]
 on the device.
 
+The paper's jitter runs on the device when `load_shape(config)` is not None:
+training batches then hold the pictures at the model's size (a source of
+another size is resized to it here, so it is resampled twice) plus the drawn
+`crop` (int32 [..., 2]: top, left at the load size) and `flip` (bool [...]),
+and `augment.jitter` applies them in the train step. The draws are the ones
+the host jitter makes from the same rng.
+
 Everything random is a pure function of the seed and the record's position in
 the stream (grain's `random_map` seeds each element by its index), so the
 batch of step k is the same in every run, resumed or not.
@@ -79,6 +86,27 @@ def image_shape(config: Any) -> tuple[int, int]:
     return config.image_size, config.dataset.image_width or config.image_size
 
 
+def load_shape(config: Any) -> tuple[int, int] | None:
+    """(height, width) the device resizes training pictures to before its crop, or None.
+
+    Not None for the paper's jitter (`dataset.preprocess='resize_and_crop'`) when the load
+    size exceeds the image size and no side has 4 channels (Pillow resizes RGBA premultiplied
+    by alpha; those keep the host jitter). Then training batches carry `crop` and `flip` for
+    `augment.jitter`.
+    """
+    ds = config.dataset
+    height, width = image_shape(config)
+    ratio = float(ds.load_size_ratio)
+    load_w, load_h = preprocess.load_size("resize_and_crop", (0, 0), (height, width), ratio)
+    if (
+        ds.preprocess != "resize_and_crop"
+        or (load_h, load_w) == (height, width)
+        or 4 in (ds.input_channels, ds.output_channels)
+    ):
+        return None
+    return load_h, load_w
+
+
 def direction(dataset_config: Any) -> str:
     """`dataset.direction`, or when it is "" the direction of the dataset's named task."""
     return dataset_config.direction or datasets.default_direction(dataset_config.name)
@@ -132,6 +160,7 @@ class Recipe:
     shape: tuple[int, int]  # (height, width) the model sees
     load_size_ratio: float
     flip: bool
+    load_shape: tuple[int, int] | None = None  # (height, width): the device jitters to it
 
     @classmethod
     def from_config(cls, config: Any) -> "Recipe":
@@ -140,7 +169,7 @@ class Recipe:
         ds = config.dataset
         return cls(
             direction(ds), ds.input_channels, ds.output_channels, ds.preprocess,
-            image_shape(config), float(ds.load_size_ratio), bool(ds.flip),
+            image_shape(config), float(ds.load_size_ratio), bool(ds.flip), load_shape(config),
         )  # fmt: skip
 
 
@@ -162,12 +191,32 @@ def pair(record: dict, recipe: Recipe) -> tuple[Image.Image, Image.Image]:
 def make_example(
     record: dict, recipe: Recipe, rng: np.random.Generator | None
 ) -> dict[str, np.ndarray]:
-    """{"input", "target"}: uint8 HWC arrays of a record, preprocessed (jittered when `rng`)."""
+    """{"input", "target"}: uint8 HWC arrays of a record, preprocessed (jittered when `rng`).
+
+    When the recipe has a `load_shape` and `rng` is given, the pictures are only brought to
+    the model's size and the example also holds the `crop` and `flip` the device applies.
+    """
     r = recipe
-    x, y = preprocess.transform(
-        pair(record, r), r.preprocess, r.shape, r.load_size_ratio, r.flip, rng
-    )
-    return {"input": _to_array(x, r.input_channels), "target": _to_array(y, r.output_channels)}
+    pictures = pair(record, r)
+    if rng is not None and r.load_shape is not None:
+        (top, left), mirror = preprocess.draw_jitter(r.shape, r.load_size_ratio, r.flip, rng)
+        x, y = _at_size(pictures, r.shape)
+        jitter = {"crop": np.array([top, left], np.int32), "flip": np.bool_(mirror)}
+    else:
+        x, y = preprocess.transform(pictures, r.preprocess, r.shape, r.load_size_ratio, r.flip, rng)
+        jitter = {}
+    return {
+        "input": _to_array(x, r.input_channels),
+        "target": _to_array(y, r.output_channels),
+        **jitter,
+    }
+
+
+def _at_size(pictures: tuple[Image.Image, ...], shape: tuple[int, int]) -> list[Image.Image]:
+    """The pictures of one pair at (height, width) `shape`: bicubic, when not already."""
+    preprocess.check_sizes(pictures)
+    size = shape[1], shape[0]
+    return [p if p.size == size else p.resize(size, Image.BICUBIC) for p in pictures]
 
 
 def _check_batch(batch_size: int, what: str) -> tuple[int, int]:

@@ -81,12 +81,11 @@ def output_names(inputs: list[str], num_samples: int) -> list[list[str]]:
 
 def make_translate(state, setup: steps.Setup, mode: str) -> Callable:
     """A jitted (uint8 images [B, S, S, C], keys [B]) -> float images in [-1, 1], image by image."""
-
-    def one(image, key):
-        x = steps.to_model_range(image[None])
-        return steps.generate(state, x, setup, mode, key)[0]
-
-    return jax.jit(jax.vmap(one))
+    return jax.jit(
+        lambda images, keys: steps.generate_each(
+            state, steps.to_model_range(images), setup, mode, keys
+        )
+    )
 
 
 def image_keys(seed: int, sample: int, paths: list[str]) -> jax.Array:

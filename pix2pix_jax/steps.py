@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from pix2pix_jax import losses, metrics, schedules
+from pix2pix_jax import augment, losses, metrics, schedules
 from pix2pix_jax.models import BATCH_AXIS
 
 PyTree = Any
@@ -45,7 +45,9 @@ class Setup:
 
     `use_gan=False` trains G on lambda_l1 * L1 alone and leaves D untouched;
     `conditional_d=False` shows D the image only, not the (input, image) pair;
-    `lambda_gp` weighs the gradient penalty of `gan_mode='wgangp'`.
+    `lambda_gp` weighs the gradient penalty of `gan_mode='wgangp'`; `load_shape`
+    is the size the paper's jitter resizes to on the device, when the input
+    pipeline leaves it to the step (see `augment`).
     """
 
     generator: nn.Module
@@ -58,6 +60,7 @@ class Setup:
     use_gan: bool = True
     conditional_d: bool = True
     lambda_gp: float = 10.0
+    load_shape: tuple[int, int] | None = None
 
 
 def init_state(setup: Setup, image_shape: tuple[int, int, int], input_channels: int) -> TrainState:
@@ -163,6 +166,8 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainStat
     With `use_gan=False` ("L1 only") there is no D update and no D in G's loss;
     d_loss and g_gan are then reported as 0.
     """
+    if augment.JITTER_KEYS[0] in batch:
+        batch = augment.jitter(batch, setup.load_shape)
     x, y = to_model_range(batch["input"]), to_model_range(batch["target"])
 
     def generate(g_params):
@@ -217,11 +222,11 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainStat
 
 
 def generate(state: TrainState, x: jax.Array, setup: Setup, mode: str, key: jax.Array):
-    """G(x) at test time.
+    """G(x) at test time, for the batch `x` as a whole.
 
-    `paper` keeps dropout on and normalises with the test batch's own
-    statistics (the paper's choice: the noise stays, and batch norm behaves as
-    in training); `deterministic` uses the running averages and no dropout.
+    `paper` keeps dropout on and normalises with the batch's own statistics
+    (the paper's choice: the noise stays, and batch norm behaves as in
+    training); `deterministic` uses the running averages and no dropout.
     """
     variables = {"params": state.g_params, "batch_stats": state.g_batch_stats}
     if mode == "deterministic":
@@ -234,10 +239,21 @@ def generate(state: TrainState, x: jax.Array, setup: Setup, mode: str, key: jax.
     return fake
 
 
+def generate_each(state: TrainState, x: jax.Array, setup: Setup, mode: str, keys: jax.Array):
+    """G(x) image by image, with one key per image.
+
+    In `paper` mode each image is normalised by its own statistics, as the
+    reference tests (batch size 1), so neither the batch size nor the
+    batch's padding changes an image's result.
+    """
+    return jax.vmap(lambda xi, key: generate(state, xi[None], setup, mode, key)[0])(x, keys)
+
+
 def eval_step(state: TrainState, batch: Batch, setup: Setup, mode: str) -> tuple[jax.Array, dict]:
     """Generated images and per-image metrics for this device's shard of an eval batch."""
     key = jax.random.fold_in(jax.random.key(setup.seed), lax.axis_index(BATCH_AXIS))
-    fake = generate(state, to_model_range(batch["input"]), setup, mode, key)
+    x = to_model_range(batch["input"])
+    fake = generate_each(state, x, setup, mode, jax.random.split(key, x.shape[0]))
     return fake, metrics.image_metrics(fake, to_model_range(batch["target"]))
 
 

@@ -32,6 +32,10 @@ def test_train_batches_shape_range_and_shared_jitter(tiny_config):
         for key in ("input", "target"):
             assert batch[key].shape == (devices, 2 // devices, 32, 32, 3)
             assert batch[key].dtype == np.uint8
+        # The device jitters: crops of 32 in 36 = round(32 * 286 / 256), and flips.
+        assert batch["crop"].shape == (devices, 2 // devices, 2) and batch["crop"].dtype == np.int32
+        assert batch["crop"].min() >= 0 and batch["crop"].max() <= 36 - 32
+        assert batch["flip"].shape == (devices, 2 // devices) and batch["flip"].dtype == bool
         # A == B in the source, so one shared crop and flip keeps input == target.
         np.testing.assert_array_equal(batch["input"], batch["target"])
 
@@ -63,16 +67,21 @@ def test_direction_picks_input_and_target(tiny_config):
     assert batch["input"].min() == 255 and batch["target"].max() == 0
 
 
+def assert_batches_equal(got, want):
+    assert set(got) == set(want)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key])
+
+
 def test_stream_is_a_function_of_the_seed(tiny_config):
     source = fake_source()
     first, again = take(tiny_config, source, 4), take(tiny_config, source, 4)
     for a, b in zip(first, again, strict=True):
-        np.testing.assert_array_equal(a["input"], b["input"])
+        assert_batches_equal(a, b)
     tiny_config.seed = 1
     other = take(tiny_config, source, 4)
-    assert not all(
-        np.array_equal(a["input"], b["input"]) for a, b in zip(first, other, strict=True)
-    )
+    for key in ("input", "crop"):
+        assert not all(np.array_equal(a[key], b[key]) for a, b in zip(first, other, strict=True))
 
 
 def test_iterator_state_resumes_the_stream(tiny_config):
@@ -84,7 +93,24 @@ def test_iterator_state_resumes_the_stream(tiny_config):
     resumed = iter(input_pipeline.train_dataset(tiny_config, source))
     resumed.set_state(state)
     for want in expected:
-        np.testing.assert_array_equal(next(resumed)["input"], want["input"])
+        assert_batches_equal(next(resumed), want)
+
+
+def test_load_shape_says_when_the_device_jitters(tiny_config):
+    assert input_pipeline.load_shape(tiny_config) == (36, 36)
+    tiny_config.dataset.image_width = 48
+    assert input_pipeline.load_shape(tiny_config) == (36, 54)
+    for field, value in [
+        ("preprocess", "crop"),  # other modes jitter on the host
+        ("load_size_ratio", 1.0),  # nothing to resize: the host crops and flips
+        ("output_channels", 4),  # Pillow resizes RGBA premultiplied by alpha
+    ]:
+        config = tiny_config.copy_and_resolve_references()
+        config.dataset[field] = value
+        assert input_pipeline.load_shape(config) is None
+        batch = take(config, fake_source(), 1)[0]
+        assert set(batch) == {"input", "target"}
+        assert batch["input"].shape[-3:-1] == (32, 48)
 
 
 def test_prefetch_carries_each_batch_with_its_state(tiny_config):

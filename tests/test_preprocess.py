@@ -49,6 +49,21 @@ def test_resize_and_crop_equals_resize_then_crop(shape):
     assert differing < 0.01 * 20 * want.size
 
 
+def test_draw_jitter_draws_what_transform_draws():
+    p = picture(40, 40)
+    for seed, shape in itertools.product(range(10), [(32, 32), (24, 40)]):
+        height, width = shape
+        load_w, load_h = round(width * 1.2), round(height * 1.2)
+        rng = draws(seed)
+        want = tuple(rng.integers(0, (load_h - height + 1, load_w - width + 1))), rng.random() < 0.5
+        after_transform = draws(seed)
+        preprocess.transform([p], "resize_and_crop", shape, 1.2, True, after_transform)
+        rng = draws(seed)
+        assert preprocess.draw_jitter(shape, 1.2, True, rng) == want
+        assert rng.random() == after_transform.random()  # and it leaves the rng where it did
+        assert preprocess.draw_jitter(shape, 1.2, False, draws(seed)) == (want[0], False)
+
+
 def test_crop_is_exact_at_the_original_scale_and_covers_small_images():
     p = picture(40, 50)
     for seed in range(5):
@@ -122,6 +137,17 @@ def test_unknown_mode_and_bad_fields_are_named(tiny_config):
         config.dataset[field] = value
         with pytest.raises(ValueError, match=match):
             input_pipeline.check_config(config)
+
+
+def test_a_pair_of_two_sizes_is_named_before_the_device_jitter(tiny_config):
+    record = {
+        "image_a": np.zeros((32, 32, 3), np.uint8),
+        "image_b": np.zeros((32, 30, 3), np.uint8),
+    }
+    recipe = input_pipeline.Recipe.from_config(tiny_config)
+    assert recipe.load_shape is not None
+    with pytest.raises(ValueError, match="differ in size"):
+        input_pipeline.make_example(record, recipe, draws(0))
 
 
 @pytest.mark.parametrize("mode", ["resize_and_crop", "none", "scale_width"])

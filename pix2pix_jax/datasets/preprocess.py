@@ -50,6 +50,34 @@ def load_size(
     raise ValueError(f"dataset.preprocess={mode!r} is not one of {MODES}")
 
 
+def crop_offsets(
+    load: tuple[int, int], shape: tuple[int, int], rng: np.random.Generator | None
+) -> tuple[int, int]:
+    """(top, left) of the H x W crop of a picture of load size (w, h): drawn, or else centred."""
+    (load_w, load_h), (height, width) = load, shape
+    if rng is None:
+        return (load_h - height) // 2, (load_w - width) // 2
+    top, left = rng.integers(0, (load_h - height + 1, load_w - width + 1))
+    return int(top), int(left)
+
+
+def draw_mirror(flip: bool, rng: np.random.Generator | None) -> bool:
+    """Whether to mirror: a fair draw from `rng` when `flip`; never without `rng`."""
+    return rng is not None and flip and bool(rng.random() < 0.5)
+
+
+def draw_jitter(
+    shape: tuple[int, int], load_ratio: float, flip: bool, rng: np.random.Generator
+) -> tuple[tuple[int, int], bool]:
+    """((top, left) in load-size pixels, mirror): resize_and_crop's draws, made as `transform`.
+
+    The same `rng` gives the same crop and flip as `transform`, for a device that then does
+    the resize, crop and flip itself (see `augment.jitter`).
+    """
+    load = load_size("resize_and_crop", (0, 0), shape, load_ratio)  # independent of the source
+    return crop_offsets(load, shape, rng), draw_mirror(flip, rng)
+
+
 def crop_box(
     mode: str,
     size: tuple[int, int],
@@ -61,13 +89,17 @@ def crop_box(
     (w, h), (height, width) = size, shape
     ratio = load_ratio if rng is not None else 1.0
     load_w, load_h = load_size(mode, size, shape, ratio)
-    random = rng is not None and mode != "scale_width"
-    if random:
-        top, left = (int(v) for v in rng.integers(0, (load_h - height + 1, load_w - width + 1)))
-    else:
-        top, left = (load_h - height) // 2, (load_w - width) // 2
+    top, left = crop_offsets((load_w, load_h), shape, None if mode == "scale_width" else rng)
     sx, sy = w / load_w, h / load_h
     return (left * sx, top * sy, (left + width) * sx, (top + height) * sy), (load_w, load_h)
+
+
+def check_sizes(pictures: Sequence[Image.Image]) -> None:
+    """Raise ValueError unless all `pictures` (the images of one pair) have one size."""
+    size = pictures[0].size
+    for p in pictures[1:]:
+        if p.size != size:
+            raise ValueError(f"images of one pair differ in size: {size} and {p.size}")
 
 
 def transform(
@@ -83,12 +115,10 @@ def transform(
     With `rng` (training) the crop is random and, when `flip`, half of the draws are mirrored;
     without (evaluation) the crop is centred and nothing is flipped.
     """
+    check_sizes(pictures)
     size = pictures[0].size
-    for p in pictures[1:]:
-        if p.size != size:
-            raise ValueError(f"images of one pair differ in size: {size} and {p.size}")
     box, load = crop_box(mode, size, shape, load_ratio, rng)
-    mirror = rng is not None and flip and rng.random() < 0.5
+    mirror = draw_mirror(flip, rng)
     out_size = (shape[1], shape[0])
     if load == size and all(float(v).is_integer() for v in box):  # a plain crop, no resampling
         pictures = [p.crop(tuple(int(v) for v in box)) for p in pictures]
