@@ -508,11 +508,14 @@ DISCRIMINATORS = ("basic", "n_layers", "pixel")
 _RESNET_BLOCKS = {"resnet_6blocks": 6, "resnet_9blocks": 9}
 
 
-def create_generator(model_config: Any, image_size: int, out_channels: int) -> nn.Module:
-    """The generator named by `model_config.generator`, sized for `image_size`."""
+def create_generator(
+    model_config: Any, image_shape: int | tuple[int, int], out_channels: int
+) -> nn.Module:
+    """The generator named by `model_config.generator`, sized for `image_shape` (H, W or side)."""
     name = model_config.generator
     if name not in GENERATORS:
         raise ValueError(f"model.generator={name!r} is not one of {GENERATORS}")
+    height, width = (image_shape, image_shape) if isinstance(image_shape, int) else image_shape
     common = dict(
         out_channels=out_channels,
         ngf=model_config.ngf,
@@ -522,17 +525,18 @@ def create_generator(model_config: Any, image_size: int, out_channels: int) -> n
         **_checked_init(model_config),
     )
     if name in _RESNET_BLOCKS:
-        if image_size % 4 or image_size < 8:  # two stride-2 convs; reflect-pad 1 at 1/4 size
+        # Two stride-2 convs, then reflect-padding 1 at 1/4 size.
+        if height % 4 or width % 4 or min(height, width) < 8:
             raise ValueError(
-                f"model.generator={name!r} downsamples 2 times and needs image_size divisible "
-                f"by 4 (and >= 8); got image_size={image_size}"
+                f"model.generator={name!r} downsamples 2 times and needs image sides divisible "
+                f"by 4 (and >= 8); got {height}x{width}"
             )
         return ResnetGenerator(n_blocks=_RESNET_BLOCKS[name], **common)
-    num_downs = {"unet_256": 8, "unet_128": 7}.get(name) or unet_depth(image_size)
-    if image_size % 2**num_downs:
+    num_downs = {"unet_256": 8, "unet_128": 7}.get(name) or unet_depth(min(height, width))
+    if height % 2**num_downs or width % 2**num_downs:
         raise ValueError(
-            f"model.generator={name!r} downsamples {num_downs} times and needs image_size "
-            f"divisible by {2**num_downs}; got image_size={image_size}"
+            f"model.generator={name!r} downsamples {num_downs} times and needs image sides "
+            f"divisible by {2**num_downs}; got {height}x{width}"
         )
     return UnetGenerator(num_downs=num_downs, skip_connections=name != "encoder_decoder", **common)
 

@@ -139,7 +139,8 @@ def test_upconv_gradients_equal_the_transposed_convolution_gradients(conv_path):
         )
         return jnp.sum(y * g)
 
-    for got, want in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(reference, (0, 1))(x, w)):
+    ours_grads, reference_grads = jax.grad(ours, (0, 1))(x, w), jax.grad(reference, (0, 1))(x, w)
+    for got, want in zip(ours_grads, reference_grads, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-4)
 
 
@@ -168,7 +169,7 @@ def test_both_conv_paths_give_the_same_networks(monkeypatch):
         y = g.apply(g_vars, x, train=False)
         d_vars = d.init(jax.random.key(1), jnp.concatenate([x, y], -1), train=False)
         outputs.append((y, d.apply(d_vars, jnp.concatenate([x, y], -1), train=False)))
-    for a, b in zip(*outputs):
+    for a, b in zip(*outputs, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -200,3 +201,16 @@ def test_dropout_is_the_noise_and_follows_the_step():
     assert not np.array_equal(k[0], k[1])  # same step, other device
     assert not np.array_equal(k[0], keys([4, 3, 4])[0])  # same device, other step
     np.testing.assert_array_equal(k[0], keys([3, 9, 9])[0])
+
+
+@pytest.mark.parametrize("name, shape", [("unet", (32, 64)), ("resnet_6blocks", (16, 24))])
+def test_generators_take_non_square_images(name, shape):
+    generator = models.create_generator(model_config(generator=name, ngf=4), shape, 3)
+    x = jnp.zeros((1, *shape, 3))
+    y = jax.eval_shape(lambda: generator.init_with_output(jax.random.key(0), x, train=False)[0])
+    assert y.shape == (1, *shape, 3)
+
+
+def test_non_square_sides_must_both_fit_the_generator():
+    with pytest.raises(ValueError, match="divisible by 32; got 32x40"):
+        models.create_generator(model_config(generator="unet"), (32, 40), 3)

@@ -40,7 +40,8 @@ def test_steps_on_a_fixed_batch_lower_the_loss(tiny_config):
     assert all(np.isfinite(h["d_loss"][0]) for h in history)
 
 
-def test_one_generator_forward_per_step(tiny_config):
+def test_one_generator_forward_per_step(tiny_config, monkeypatch):
+    monkeypatch.setattr(models, "DOT_MAX_POSITIONS", {"down": 0, "up": 0})  # convs stay convs
     setup = train.make_setup(tiny_config)
     state = train.initial_state(tiny_config, setup)
     batch = {"input": jnp.zeros((1, 2, 32, 32, 3)), "target": jnp.zeros((1, 2, 32, 32, 3))}
@@ -140,3 +141,46 @@ def test_eval_modes(tiny_config):
     assert not np.allclose(det[0], paper[0])  # running averages, not batch statistics
     with pytest.raises(ValueError, match="eval.mode='noisy'"):
         steps.generate(state, x, setup, "noisy", k1)
+
+
+def test_step_applies_the_device_jitter_the_batch_asks_for(tiny_config):
+    from pix2pix_jax import augment
+
+    setup = train.make_setup(tiny_config)
+    state = jax.tree.map(lambda a: a[None], train.initial_state(tiny_config, setup))
+    rng = np.random.default_rng(0)
+    batch = {
+        "input": rng.integers(0, 256, (1, 2, 32, 32, 3), np.uint8),
+        "target": rng.integers(0, 256, (1, 2, 32, 32, 3), np.uint8),
+        "crop": np.array([[[0, 3], [4, 1]]], np.int32),
+        "flip": np.array([[True, False]]),
+    }
+    step = jax.vmap(functools.partial(steps.train_step, setup=setup), axis_name=models.BATCH_AXIS)
+    assert setup.load_shape == (36, 36)  # round(32 * 286 / 256)
+    _, with_draws = step(state, batch)
+    _, pre_jittered = step(state, augment.jitter(batch, setup.load_shape))
+    for name in with_draws:
+        np.testing.assert_array_equal(with_draws[name], pre_jittered[name])
+    _, unjittered = step(state, {k: batch[k] for k in ("input", "target")})
+    assert not np.array_equal(with_draws["g_l1"], unjittered["g_l1"])
+
+
+def test_bfloat16_compute_keeps_float32_state_and_losses(tiny_config):
+    tiny_config.model.compute_dtype = "bfloat16"
+    setup = train.make_setup(tiny_config)
+    state = jax.tree.map(lambda a: a[None], train.initial_state(tiny_config, setup))
+    rng = np.random.default_rng(0)
+    batch = {k: rng.integers(0, 256, (1, 2, 32, 32, 3), np.uint8) for k in ("input", "target")}
+    step = jax.vmap(functools.partial(steps.train_step, setup=setup), axis_name=models.BATCH_AXIS)
+    new_state, step_metrics = step(state, batch)
+    floats = [a for a in jax.tree.leaves(new_state) if jnp.issubdtype(a.dtype, jnp.floating)]
+    assert floats and all(a.dtype == jnp.float32 for a in floats)
+    for name, value in step_metrics.items():
+        assert value.dtype == jnp.float32 and np.isfinite(value).all(), name
+    # The activations really are bfloat16: G's output has bfloat16 precision.
+    fake = setup.generator.apply(
+        {"params": jax.tree.map(lambda a: a[0], new_state.g_params),
+         "batch_stats": jax.tree.map(lambda a: a[0], new_state.g_batch_stats)},
+        steps.to_model_range(batch["input"][0]), train=False,
+    )  # fmt: skip
+    assert fake.dtype == jnp.bfloat16
