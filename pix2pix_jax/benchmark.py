@@ -104,8 +104,8 @@ def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
     compiled = p_train.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - start
     for _ in range(warmup):
-        state, step_metrics = compiled(state, batch)
-    jax.block_until_ready(step_metrics)
+        state, _ = compiled(state, batch)
+    jax.block_until_ready(state)
     for repeat in range(repeats):
         start = time.perf_counter()
         for _ in range(num_steps):
@@ -164,7 +164,7 @@ def benchmark_step(config: Any) -> None:
         ours.append(record["images_per_second"])
         if f.peer:
             peer = run_peer(config, f.steps, f.warmup)
-            _emit({"impl": "peer", **peer})
+            _emit({"peer": f.peer, **peer})
             # The peer rounds img_per_s to 2 decimals; its step time is exact.
             peers.append(config.batch_size * 1000 / peer["step_ms"])
     summary = {"summary": "step", **shape, "images_per_second": statistics.median(ours)}

@@ -1,0 +1,70 @@
+"""The benchmark command runs and reports what it promises (not how fast)."""
+
+import json
+import os
+import subprocess
+import sys
+
+TINY = [
+    "--config.dataset.name=synthetic_facades/res32_small",
+    "--config.image_size=32",
+    "--config.batch_size=2",
+    "--config.model.ngf=4",
+    "--config.model.ndf=4",
+]
+
+
+def run_benchmark(data_dir, *args):
+    command = [sys.executable, "-m", "pix2pix_jax.benchmark", *TINY, *args]
+    command += [f"--config.dataset.data_dir={data_dir}", "--steps=2", "--warmup=1"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_step_mode_reports_timings_memory_and_the_peer_ratio(data_dir, tmp_path):
+    peer = tmp_path / "peer.py"  # a stand-in with the peer's command line and output
+    peer.write_text(
+        "import argparse, json\n"
+        "p = argparse.ArgumentParser()\n"
+        "for a in ('--batch', '--size', '--steps', '--warmup'): p.add_argument(a, type=int)\n"
+        "a = p.parse_args()\n"
+        "print(json.dumps({'impl': 'torch', 'batch': a.batch, 'size': a.size, 'step_ms': 500.0}))\n"
+    )
+    records = run_benchmark(data_dir, "--repeats=2", f"--peer={peer}")
+    ours = [r for r in records if r.get("impl") == "pix2pix_jax"]
+    assert len(ours) == 2 and "compile_seconds" in ours[0]
+    for record in ours:
+        assert record["step_ms"] > 0 and record["peak_host_memory_mb"] > 0
+        assert record["images_per_second"] == 2 / (record["step_ms"] / 1000)
+        assert (record["generator"], record["image_size"], record["batch"]) == ("unet", 32, 2)
+    peers = [r for r in records if "peer" in r]
+    assert [(p["batch"], p["size"]) for p in peers] == [(2, 32), (2, 32)]
+    summary = records[-1]
+    assert summary["summary"] == "step" and summary["peer_images_per_second"] == 4.0
+    assert summary["ratio_vs_peer"] == summary["images_per_second"] / 4.0
+    assert summary["peer_comparable"] is False  # unet with 4 filters is not the peer's model
+
+
+def test_input_mode_times_the_pipeline(data_dir):
+    records = run_benchmark(data_dir, "--mode=input", "--repeats=1")
+    summary = records[-1]
+    assert summary["summary"] == "input" and summary["images_per_second"] > 0
+    assert summary["images_per_second_per_worker"] == summary["images_per_second"]
+
+
+def test_input_mode_on_generated_jpegs(data_dir):
+    records = run_benchmark(data_dir, "--mode=input", "--repeats=1", "--synthetic_jpegs=6")
+    assert records[-1]["summary"] == "input"
+    assert any(r.get("dataset") == "folder" for r in records)
+
+
+def test_a_bad_peer_is_reported(data_dir, tmp_path):
+    peer = tmp_path / "broken.py"
+    peer.write_text("raise SystemExit('no torch here')\n")
+    command = [sys.executable, "-m", "pix2pix_jax.benchmark", *TINY, f"--peer={peer}"]
+    command += [f"--config.dataset.data_dir={data_dir}", "--steps=1", "--warmup=0", "--repeats=1"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=os.environ)
+    assert result.returncode != 0
+    assert "pix2pix_jax.benchmark: error: peer" in result.stderr
+    assert "no torch here" in result.stderr
