@@ -235,6 +235,7 @@ def main(argv: list[str]) -> None:
     config = flags.FLAGS.config
     train.configure_runtime(config)
     try:
+        train.validate_config(config)
         if flags.FLAGS.mode == "step":
             benchmark_step(config)
         elif flags.FLAGS.synthetic_jpegs:

@@ -17,8 +17,8 @@ DIR then holds config.json and an orbax checkpoint at step 0 whose G
 variables are the file's; D and the optimizer states are freshly initialised
 from the config's seed (a released G comes without its D and Adam moments),
 and the data iterator state is empty (`{}`). `pix2pix_jax.evaluate` and
-`pix2pix_jax.predict` use DIR as they use a trained one. (`pix2pix_jax.main`
-resumes only from checkpoints after step 0: training in DIR starts afresh.)
+`pix2pix_jax.predict` use DIR as they use a trained one, and `pix2pix_jax.main`
+continues training from the converted generator.
 
 Weights map by transposition: Conv2d (out, in, kh, kw) -> HWIO; ConvTranspose2d
 (in, out, kh, kw) -> (kh, kw, in, out); BatchNorm weight/bias/running_mean/
@@ -40,7 +40,7 @@ from absl import app, flags, logging
 from flax import traverse_util
 from ml_collections import config_flags
 
-from pix2pix_jax import checkpointing, models, torch_weights, train
+from pix2pix_jax import checkpointing, input_pipeline, models, torch_weights, train
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py")
 UNET_GENERATORS = ("unet_256", "unet_128", "unet")
@@ -145,7 +145,7 @@ def generator_layers(config: ml_collections.ConfigDict, state_dict: dict) -> lis
             f"model.norm={norm!r}: the reference's weights convert for {SUPPORTED_NORMS}"
         )
     generator = models.create_generator(
-        config.model, config.image_size, config.dataset.output_channels
+        config.model, input_pipeline.image_shape(config), config.dataset.output_channels
     )
     if name in UNET_GENERATORS:
         return unet_layers(generator.num_downs)
@@ -218,12 +218,9 @@ def _strip_data_parallel(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndar
 
 
 def _expected_shapes(config: ml_collections.ConfigDict) -> dict[tuple[str, ...], Any]:
-    generator = models.create_generator(
-        config.model, config.image_size, config.dataset.output_channels
-    )
-    x = jax.ShapeDtypeStruct(
-        (1, config.image_size, config.image_size, config.dataset.input_channels), np.float32
-    )
+    shape = input_pipeline.image_shape(config)
+    generator = models.create_generator(config.model, shape, config.dataset.output_channels)
+    x = jax.ShapeDtypeStruct((1, *shape, config.dataset.input_channels), np.float32)
     shapes = jax.eval_shape(lambda x: generator.init(jax.random.key(0), x, train=False), x)
     return traverse_util.flatten_dict(shapes)
 

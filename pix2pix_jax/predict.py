@@ -30,6 +30,7 @@ from absl import app, flags, logging
 from PIL import Image
 
 from pix2pix_jax import checkpointing, evaluate, input_pipeline, steps, writers
+from pix2pix_jax.datasets import images
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 
@@ -50,10 +51,13 @@ def list_inputs(path: str) -> list[str]:
 def read_image(path: str, channels: int) -> np.ndarray:
     """The image at `path` as uint8 HWC with `channels` channels (1, 3 or 4), as PIL converts."""
     try:
-        with Image.open(path) as image:
-            converted = image.convert(input_pipeline.CHANNEL_MODES[channels])
-    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for bad or truncated files
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
         raise ValueError(f"{path}: cannot read the image ({e})") from e
+    # The training pipeline's decoder: 16-bit images are scaled to 8 bits, not clipped.
+    picture = images.decode(data, path)
+    converted = picture.convert(input_pipeline.CHANNEL_MODES[channels])
     return np.asarray(converted).reshape(converted.height, converted.width, channels)
 
 

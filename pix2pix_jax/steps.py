@@ -244,8 +244,11 @@ def generate_each(state: TrainState, x: jax.Array, setup: Setup, mode: str, keys
 
     In `paper` mode each image is normalised by its own statistics, as the
     reference tests (batch size 1), so neither the batch size nor the
-    batch's padding changes an image's result.
+    batch's padding changes an image's result (its dropout noise comes from its key).
     """
+    if getattr(setup.generator, "norm", None) == "sync_batch":
+        # Same parameters; per-image statistics must not be averaged across devices.
+        setup = dataclasses.replace(setup, generator=setup.generator.clone(norm="batch"))
     return jax.vmap(lambda xi, key: generate(state, xi[None], setup, mode, key)[0])(x, keys)
 
 

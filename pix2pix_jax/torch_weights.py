@@ -19,6 +19,7 @@ with a ValueError naming the file and the global.
 
 import collections
 import dataclasses
+import math
 import os
 import pickle
 import struct
@@ -130,6 +131,7 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
             obj, storages = _load_zip(path)
         else:
             obj, storages = _load_legacy(path)
+        return _materialize(obj, storages, path)
     except (
         pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile, UnicodeDecodeError,
         TypeError, AttributeError, KeyError, IndexError, OverflowError, NotImplementedError,
@@ -140,7 +142,6 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
             f"{path} is not a readable PyTorch weights file (torch.save's zip or legacy "
             f"format): {e}"
         ) from None
-    return _materialize(obj, storages, path)
 
 
 def _load_zip(path: str) -> tuple[Any, dict[str, np.ndarray]]:
@@ -227,11 +228,20 @@ def _materialize(obj: Any, storages: dict[str, np.ndarray], path: str) -> dict[s
                 f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor: not a "
                 "state_dict of tensors"
             )
+        if not isinstance(value.storage, _StorageRef) or value.storage.key not in storages:
+            raise ValueError(f"{path}: tensor {name!r} refers to no storage of the file")
         result[str(name)] = _tensor(value, storages[value.storage.key], path, name)
     return result
 
 
 def _tensor(ref: _TensorRef, data: np.ndarray, path: str, name: str) -> np.ndarray:
+    numbers = (ref.offset, *ref.size, *ref.stride)
+    if not all(isinstance(n, int) and n >= 0 for n in numbers) or len(ref.size) != len(ref.stride):
+        raise ValueError(f"{path}: tensor {name!r} has an invalid offset, size or stride")
+    if math.prod(ref.size) > max(data.size, 1) and 0 not in ref.stride:
+        raise ValueError(f"{path}: tensor {name!r} is larger than its storage")
+    if math.prod(ref.size) > 2**31:  # a stride-0 tensor expanded to an absurd size
+        raise ValueError(f"{path}: tensor {name!r} has an implausible size {ref.size}")
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True) if n)
     if min(ref.size, default=1) and (ref.offset < 0 or last >= data.size):
         raise ValueError(f"{path}: tensor {name!r} reads outside its storage")

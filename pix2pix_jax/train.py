@@ -26,6 +26,8 @@ from jax.experimental import multihost_utils
 
 from pix2pix_jax import checkpointing, input_pipeline, losses, models, schedules, steps, writers
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raise a ValueError naming the first config field with an unusable value."""
@@ -37,6 +39,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "checkpoint_every_steps",
         "max_checkpoints_to_keep",
         "eval.batch_size",
+        "eval.num_samples",
     ):
         value = config
         for part in field.split("."):
@@ -44,6 +47,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{field} must be a positive integer, got {value!r}")
     input_pipeline.check_config(config)
+    if not isinstance(config.seed, int) or not 0 <= config.seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {config.seed!r}")
+    if config.model.compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"model.compute_dtype={config.model.compute_dtype!r} is not one of {COMPUTE_DTYPES}"
+        )
+    if not 0 <= config.model.dropout_rate < 1:
+        raise ValueError(f"model.dropout_rate must be in [0, 1), got {config.model.dropout_rate}")
     losses.check_config(config.loss)
     schedules.check(config.optimizer)
     if config.eval.mode not in steps.EVAL_MODES:

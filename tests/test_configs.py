@@ -4,6 +4,7 @@ import glob
 import importlib.util
 import os
 import pathlib
+import re
 
 import pytest
 
@@ -86,3 +87,20 @@ def test_paper_recipes_count_epochs():
     assert facades.dataset.direction == "BtoA" and facades.model.generator == "unet_256"
     shoes = module.get_config("edges2shoes")
     assert (shoes.batch_size, shoes.num_train_steps) == (4, 15 * 12457)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("model.compute_dtype", "bfloat", "model.compute_dtype='bfloat' is not one of"),
+        ("eval.num_samples", 0, "eval.num_samples must be a positive integer"),
+        ("seed", -1, "seed must be an integer in [0, 2**32)"),
+        ("model.dropout_rate", 1.0, "model.dropout_rate must be in [0, 1)"),
+    ],
+)
+def test_validate_config_names_the_bad_field(field, value, message):
+    config = default.get_config()
+    section, _, name = field.rpartition(".")
+    (config[section] if section else config)[name] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train.validate_config(config)

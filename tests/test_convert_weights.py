@@ -244,3 +244,22 @@ def test_command_line(tmp_path):
     missing = run_cli(f"--pth={tmp_path / 'no.pth'}", f"--workdir={tmp_path / 'w'}", *tiny)
     assert missing.returncode != 0 and "no.pth does not exist" in missing.stderr
     assert not (tmp_path / "wrong").exists() and not (tmp_path / "w").exists()
+
+
+def test_a_tensor_that_would_read_outside_its_storage_is_refused(tmp_path):
+    import zipfile
+
+    path = str(tmp_path / "ok.pth")
+    torch.save({"w": torch.zeros(3)}, path)
+    for stride, name in ((b"J\xff\xff\xff\xff\x85", "negative"), (b"K\x05\x85", "too_far")):
+        bad = str(tmp_path / f"{name}.pth")
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(bad, "w") as dst:
+            for item in src.infolist():
+                data = src.read(item)
+                if item.filename.endswith("data.pkl"):
+                    size_then_stride = b"K\x03\x85q\x08K\x01\x85"  # (3,), memo, (1,)
+                    assert data.count(size_then_stride) == 1
+                    data = data.replace(size_then_stride, b"K\x03\x85q\x08" + stride)
+                dst.writestr(item, data)
+        with pytest.raises(ValueError, match=rf"{name}.pth: tensor 'w' "):
+            torch_weights.load_state_dict(bad)

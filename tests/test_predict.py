@@ -1,6 +1,7 @@
 """The predict command: any image in, the translation out at the input's size."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -115,3 +116,28 @@ def test_the_command_line(workdir, inputs, tmp_path):
     result = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert read(tmp_path / "gray.png").shape == (20, 30, 3)
+
+
+def test_sixteen_bit_inputs_are_scaled_as_in_training(tmp_path):
+    from pix2pix_jax.datasets import images
+
+    values = np.linspace(0, 60000, 64, dtype=np.uint16).reshape(8, 8)
+    path = str(tmp_path / "deep.png")
+    Image.fromarray(values).save(path)
+    got = predict.read_image(path, 1)[..., 0]
+    want = np.asarray(images.decode(pathlib.Path(path).read_bytes(), path))
+    np.testing.assert_array_equal(got, want)
+    assert 0 < got[4, 4] < 255  # scaled, not clipped to white
+
+
+def test_paper_mode_translates_a_sync_batch_model_outside_pmap(tiny_config):
+    from pix2pix_jax import train
+
+    tiny_config.model.norm = "sync_batch"
+    setup = train.make_setup(tiny_config, num_train_examples=8)
+    state = train.initial_state(tiny_config, setup)
+    translate = predict.make_translate(state, setup, "paper")
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)
+    out = translate(x, jax.random.split(jax.random.key(0), 2))
+    alone = translate(x[:1], jax.random.split(jax.random.key(0), 2)[:1])
+    np.testing.assert_allclose(out[:1], alone, atol=1e-6)  # each image on its own
