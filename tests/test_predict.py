@@ -94,7 +94,7 @@ def test_bad_inputs_give_one_clear_error(workdir, inputs, tmp_path):
         predict.predict(workdir, str(empty), out)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
-    with pytest.raises(ValueError, match="broken.png: cannot read the image"):
+    with pytest.raises(ValueError, match="broken.png: not an image"):
         predict.predict(workdir, str(broken), out)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         predict.predict(str(tmp_path / "nowhere"), str(inputs), out)
