@@ -9,6 +9,7 @@ checkpoint directory, SIGTERM and SIGINT (checkpoint at the current step, exit 0
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,10 +103,23 @@ def test_rerun_is_bit_identical(reference, tmp_path, data_dir):
     assert losses(train_lines(str(tmp_path))) == losses(reference[1])
 
 
+def private_cache_env(tmp_path) -> dict:
+    """The environment of a run this test interrupts: a compilation cache of its own.
+
+    JAX writes a cache entry in place, so a run killed mid-write would leave a
+    torn entry for every later run that shares the cache to load. It starts as
+    a copy of the shared one, so the run still finds what others compiled.
+    """
+    private = str(tmp_path / "private_jax_cache")
+    shutil.copytree(os.environ["JAX_COMPILATION_CACHE_DIR"], private)
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": private}
+
+
 def test_sigkill_mid_training_then_resume(reference, tmp_path, data_dir):
     workdir = str(tmp_path)
     process = subprocess.Popen(cli_args(workdir, data_dir), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+                               stderr=subprocess.PIPE, text=True,
+                               env=private_cache_env(tmp_path))  # fmt: skip
     wait_for_step(process, workdir, 5)
     process.kill()
     process.wait()
@@ -139,7 +153,9 @@ KILL_DURING_SAVE = textwrap.dedent(
 def test_sigkill_during_a_checkpoint_write_then_resume(reference, tmp_path, data_dir):
     workdir = str(tmp_path)
     args = [sys.executable, "-c", KILL_DURING_SAVE] + cli_args(workdir, data_dir)[3:]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        args, capture_output=True, text=True, timeout=600, env=private_cache_env(tmp_path)
+    )
     assert result.returncode == -signal.SIGKILL
     entries = os.listdir(os.path.join(workdir, "checkpoints"))
     complete = sorted(int(e) for e in entries if e.isdigit())
@@ -172,7 +188,8 @@ def test_half_written_checkpoint_is_never_restored(reference, tmp_path, data_dir
 def test_preemption_signal_checkpoints_and_exits_cleanly(reference, tmp_path, data_dir, signum):
     workdir = str(tmp_path)
     process = subprocess.Popen(cli_args(workdir, data_dir), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+                               stderr=subprocess.PIPE, text=True,
+                               env=private_cache_env(tmp_path))  # fmt: skip
     wait_for_step(process, workdir, 3)
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=300)
