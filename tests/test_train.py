@@ -143,30 +143,6 @@ def test_eval_modes(tiny_config):
         steps.generate(state, x, setup, "noisy", k1)
 
 
-def test_step_applies_the_device_jitter_the_batch_asks_for(tiny_config):
-    from pix2pix_jax import augment
-
-    setup = train.make_setup(tiny_config)
-    state = jax.tree.map(lambda a: a[None], train.initial_state(tiny_config, setup))
-    rng = np.random.default_rng(0)
-    batch = {
-        "input": rng.integers(0, 256, (1, 2, 32, 32, 3), np.uint8),
-        "target": rng.integers(0, 256, (1, 2, 32, 32, 3), np.uint8),
-        "crop": np.array([[[0, 3], [4, 1]]], np.int32),
-        "flip": np.array([[True, False]]),
-    }
-    step = jax.jit(
-        jax.vmap(functools.partial(steps.train_step, setup=setup), axis_name=models.BATCH_AXIS)
-    )
-    assert setup.load_shape == (36, 36)  # round(32 * 286 / 256)
-    jittered = augment.jitter(batch, setup.load_shape)
-    assert not np.array_equal(jittered["input"], steps.to_model_range(batch["input"]))
-    _, with_draws = step(state, batch)
-    _, pre_jittered = step(state, jittered)
-    for name in with_draws:
-        np.testing.assert_array_equal(with_draws[name], pre_jittered[name])
-
-
 def test_bfloat16_compute_keeps_float32_state_and_losses(tiny_config):
     tiny_config.model.compute_dtype = "bfloat16"
     setup = train.make_setup(tiny_config)
