@@ -47,7 +47,7 @@ The builder registers itself on import as ``synthetic_facades`` and defaults to 
 import dataclasses
 import io
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -168,6 +168,7 @@ class _Canvas:
     """Paints axis-aligned rectangles into a class map, clipped to the image."""
 
     def __init__(self, resolution: int):
+        """Start an all-background ``resolution`` x ``resolution`` class map."""
         self.r = resolution
         self.labels = np.full((resolution, resolution), BACKGROUND, dtype=np.uint8)
 
@@ -190,6 +191,109 @@ class _Canvas:
         return box
 
 
+class _Extent(NamedTuple):
+    """The wall rectangle in unrounded pixels, ``(y0, y1, x0, x1)`` as :meth:`_Canvas.paint`."""
+
+    y0: float
+    y1: float
+    x0: float
+    x1: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Floors:
+    """How the wall divides vertically.
+
+    Attributes:
+      roof_h: height of the roof cornice band at the top of the wall.
+      spans: ``(top, bottom)`` of each floor, top floor first, the ground floor last.
+      height: mean height of the upper floors (the wall's height if there is one floor).
+
+    """
+
+    roof_h: float
+    spans: list[tuple[float, float]]
+    height: float
+
+    @property
+    def n(self) -> int:
+        """Number of floors, ground floor included."""
+        return len(self.spans)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WindowGrid:
+    """The columns and window size shared by all floors.
+
+    Attributes:
+      n_cols: number of window columns.
+      side: side margin, in units of ``spacing``.
+      spacing: distance between column centres.
+      centres: x of each column's centre.
+      win_w: window width.
+      win_h: window height.
+      win_pos: where a window sits vertically in its floor (0 = top, 1 = bottom).
+      jitter: scale of the per-window random offsets.
+
+    """
+
+    n_cols: int
+    side: float
+    spacing: float
+    centres: np.ndarray
+    win_w: float
+    win_h: float
+    win_pos: float
+    jitter: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _WindowStyle:
+    """How this building dresses its windows.
+
+    Attributes:
+      frame: molding frames around the windows.
+      lintel: decorated lintels above them.
+      sill: sills below them (where there is no balcony).
+      blinds: ``"none"``, ``"shutters"`` or ``"roller"``.
+      balconies: ``"none"``, ``"per_window"`` or ``"continuous"``.
+      balcony_floors: for each floor, whether it has balconies.
+      attic: whether the top floor has shorter windows.
+
+    """
+
+    frame: bool
+    lintel: bool
+    sill: bool
+    blinds: str
+    balconies: str
+    balcony_floors: np.ndarray
+    attic: bool
+
+
+@dataclasses.dataclass
+class _Sketch:
+    """A layout being drawn: what the window-painting steps share, and the glazing so far."""
+
+    rng: np.random.Generator
+    cv: _Canvas
+    extent: _Extent
+    floors: _Floors
+    grid: _WindowGrid
+    style: _WindowStyle
+    windows: list[Rect] = dataclasses.field(default_factory=list)
+    window_floors: list[int] = dataclasses.field(default_factory=list)
+
+
+class _Door(NamedTuple):
+    """The ground-floor door: centre, width and unrounded left/right edges."""
+
+    cx: float
+    w: float
+    x0: float
+    x1: float
+
+
 def sample_layout(rng: np.random.Generator, resolution: int) -> Layout:
     """Sample a random building facade and paint its CMP-style class map.
 
@@ -207,19 +311,49 @@ def sample_layout(rng: np.random.Generator, resolution: int) -> Layout:
       The sampled :class:`Layout`.
 
     """
+    # The steps run in a fixed order: each draws from `rng` in turn and paints over what the
+    # earlier ones painted, so reordering them would change every dataset already generated.
     r = float(resolution)
     cv = _Canvas(resolution)
-    u = rng.uniform
+    extent = _sample_extent(rng, r)
+    facade = cv.paint(*extent, FACADE)
+    floors = _sample_floors(rng, r, extent)
+    pillars = _paint_pillars(rng, cv, r, extent)
+    _paint_string_courses(rng, cv, r, extent, floors)
+    grid = _sample_window_grid(rng, extent, floors)
+    style = _sample_window_style(rng, floors.n)
+    sketch = _Sketch(rng, cv, extent, floors, grid, style)
+    _paint_upper_floors(sketch)
+    shop = _paint_ground_floor(sketch)
+    _paint_roof_cornice(rng, cv, r, extent, floors.roof_h)
+    return Layout(
+        labels=cv.labels,
+        facade=facade,
+        windows=sketch.windows,
+        window_floors=sketch.window_floors,
+        floor_tops=[int(round(top)) for top, _ in floors.spans],
+        n_cols=grid.n_cols,
+        blinds=str(style.blinds),
+        balconies=str(style.balconies),
+        pillars=pillars,
+        shop=shop,
+    )
 
-    # --- Facade extent: neighbours may show at the sides, sky above, street below.
+
+def _sample_extent(rng: np.random.Generator, r: float) -> _Extent:
+    """Draw the wall rectangle: neighbours may show at the sides, sky above, street below."""
+    u = rng.uniform
     fx0 = u(0.0, 0.1) * r if rng.random() < 0.7 else 0.0
     fx1 = r - (u(0.0, 0.1) * r if rng.random() < 0.7 else 0.0)
     fy0 = u(0.02, 0.16) * r
     fy1 = r - (u(0.0, 0.05) * r if rng.random() < 0.6 else 0.0)
-    facade = cv.paint(fy0, fy1, fx0, fx1, FACADE)
-    fw = fx1 - fx0
+    return _Extent(fy0, fy1, fx0, fx1)
 
-    # --- Floors: a taller ground floor, roughly equal upper floors under a roof cornice.
+
+def _sample_floors(rng: np.random.Generator, r: float, extent: _Extent) -> _Floors:
+    """Draw the floors: a taller ground floor, roughly equal upper floors under a roof band."""
+    u = rng.uniform
+    fy0, fy1 = extent.y0, extent.y1
     roof_h = max(1.0, u(0.015, 0.04) * r)
     n_floors = int(rng.integers(3, 7))
     weights = np.concatenate([u(0.85, 1.05, n_floors - 1), [u(1.15, 1.5)]])  # top .. ground
@@ -228,131 +362,185 @@ def sample_layout(rng: np.random.Generator, resolution: int) -> Layout:
         + roof_h
         + np.concatenate([[0.0], np.cumsum(weights)]) / weights.sum() * (fy1 - fy0 - roof_h)
     )
-    floors = list(zip(bounds[:-1], bounds[1:], strict=True))  # top floor first
-    ground_top, ground_bottom = floors[-1]
-    floor_h = float(np.mean(np.diff(bounds[:-1]))) if n_floors > 1 else fy1 - fy0
+    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+    height = float(np.mean(np.diff(bounds[:-1]))) if n_floors > 1 else fy1 - fy0
+    return _Floors(roof_h=roof_h, spans=spans, height=height)
 
-    # --- Pillars / pilasters at the facade edges, full height (drawn under everything else).
+
+def _paint_pillars(rng: np.random.Generator, cv: _Canvas, r: float, extent: _Extent) -> bool:
+    """Maybe paint full-height pilasters at both wall edges; return whether it did."""
     pillars = bool(rng.random() < 0.35)
     if pillars:
-        pw = max(1.0, u(0.02, 0.05) * r)
-        cv.paint(fy0, fy1, fx0, fx0 + pw, PILLAR)
-        cv.paint(fy0, fy1, fx1 - pw, fx1, PILLAR)
+        pw = max(1.0, rng.uniform(0.02, 0.05) * r)
+        cv.paint(extent.y0, extent.y1, extent.x0, extent.x0 + pw, PILLAR)
+        cv.paint(extent.y0, extent.y1, extent.x1 - pw, extent.x1, PILLAR)
+    return pillars
 
-    # --- String courses between floors (always one above the ground floor).
+
+def _paint_string_courses(
+    rng: np.random.Generator, cv: _Canvas, r: float, extent: _Extent, floors: _Floors
+) -> None:
+    """Paint string courses between floors; one always runs above the ground floor."""
     course_cls = MOLDING if rng.random() < 0.5 else CORNICE
-    course_h = max(1.0, u(0.006, 0.016) * r)
+    course_h = max(1.0, rng.uniform(0.006, 0.016) * r)
     has_courses = rng.random() < 0.6
-    for i, (top, _) in enumerate(floors[1:], start=1):
-        if has_courses or i == n_floors - 1:
-            cls = CORNICE if i == n_floors - 1 else course_cls
-            cv.paint(top - course_h, top, fx0, fx1, cls)
+    ground = floors.n - 1
+    for i, (top, _) in enumerate(floors.spans[1:], start=1):
+        if has_courses or i == ground:
+            cls = CORNICE if i == ground else course_cls
+            cv.paint(top - course_h, top, extent.x0, extent.x1, cls)
 
-    # --- Window grid shared by the upper floors.
+
+def _sample_window_grid(rng: np.random.Generator, extent: _Extent, floors: _Floors) -> _WindowGrid:
+    """Draw the window columns and the window size."""
+    u = rng.uniform
+    fw = extent.x1 - extent.x0
     max_cols = int(np.clip(fw / 7.0, 2, 7))  # keep windows >= ~2 px wide at 32x32
     n_cols = int(rng.integers(2, max_cols + 1))
-    side = u(0.1, 0.6)  # side margin, in units of the column spacing
+    side = u(0.1, 0.6)
     spacing = fw / (n_cols + 2 * side)
-    centres = fx0 + (side + np.arange(n_cols) + 0.5) * spacing
+    centres = extent.x0 + (side + np.arange(n_cols) + 0.5) * spacing
     win_w = spacing * u(0.35, 0.62)
-    win_h = floor_h * u(0.45, 0.72)
-    win_pos = u(0.35, 0.65)  # where the window sits vertically in its floor
+    win_h = floors.height * u(0.45, 0.72)
+    win_pos = u(0.35, 0.65)
     jitter = u(0.0, 0.04) * spacing
+    return _WindowGrid(n_cols, side, spacing, centres, win_w, win_h, win_pos, jitter)
 
-    style_frame = rng.random() < 0.4
-    style_lintel = rng.random() < 0.35
-    style_sill = rng.random() < 0.85
+
+def _sample_window_style(rng: np.random.Generator, n_floors: int) -> _WindowStyle:
+    """Draw how windows are dressed: frames, lintels, sills, blinds and balconies."""
+    frame = rng.random() < 0.4
+    lintel = rng.random() < 0.35
+    sill = rng.random() < 0.85
     blinds = rng.choice(["none", "shutters", "roller"], p=[0.45, 0.3, 0.25])
-    balcony_mode = rng.choice(["none", "per_window", "continuous"], p=[0.5, 0.3, 0.2])
-    balcony_floors = rng.random(n_floors) < u(0.3, 1.0)
-    attic = n_floors > 3 and rng.random() < 0.3  # shorter windows under the roof
+    balconies = rng.choice(["none", "per_window", "continuous"], p=[0.5, 0.3, 0.2])
+    balcony_floors = rng.random(n_floors) < rng.uniform(0.3, 1.0)
+    attic = n_floors > 3 and rng.random() < 0.3
+    return _WindowStyle(frame, lintel, sill, blinds, balconies, balcony_floors, attic)
 
-    windows: list[Rect] = []
-    window_floors: list[int] = []
 
-    def window(cx: float, top: float, w: float, h: float, floor_idx: int) -> None:
-        """Paint one window with its surroundings (frame, lintel, sill, blinds, balcony)."""
-        x0, x1 = cx - w / 2, cx + w / 2
-        y0, y1 = top, top + h
-        if style_frame:
-            m = max(1.0, 0.08 * w)
-            cv.paint(y0 - m, y1 + m, x0 - m, x1 + m, MOLDING)
-        if style_lintel:
-            lh = max(1.0, 0.12 * h)
-            cv.paint(y0 - 2.2 * lh, y0 - 1.0 * lh, x0 - 0.2 * w, x1 + 0.2 * w, DECO)
-        windows.append(cv.paint(y0, y1, x0, x1, WINDOW))
-        window_floors.append(floor_idx)
-        if blinds == "shutters":
-            # Open shutters are half a window wide, but never reach into the next column.
-            sw = min(0.45 * w, 0.48 * (spacing - w))
-            if rng.random() < 0.15:  # closed shutters hide the glass completely
-                cv.paint(y0, y1, x0, x1, BLIND)
-            cv.paint(y0, y1, x0 - sw, x0, BLIND)
-            cv.paint(y0, y1, x1, x1 + sw, BLIND)
-        elif blinds == "roller" and rng.random() < 0.7:
-            cv.paint(y0, y0 + h * u(0.1, 0.7), x0, x1, BLIND)
-        on_balcony = balcony_mode != "none" and balcony_floors[floor_idx]
-        if on_balcony and balcony_mode == "per_window":
-            cv.paint(y1 - 0.35 * h, y1 + max(1.0, 0.04 * h), x0 - 0.2 * w, x1 + 0.2 * w, BALCONY)
-        elif style_sill and not on_balcony:
-            sh = max(1.0, 0.06 * h)
-            cv.paint(y1, y1 + sh, x0 - 0.12 * w, x1 + 0.12 * w, SILL)
+def _paint_upper_floors(sk: _Sketch) -> None:
+    """Paint the jittered window grid of every floor above the ground, and long balconies."""
+    grid, style = sk.grid, sk.style
+    for f, (top, bottom) in enumerate(sk.floors.spans[:-1]):
+        h = grid.win_h * (0.6 if style.attic and f == 0 else 1.0)
+        wtop = top + (bottom - top - h) * grid.win_pos
+        for cx in grid.centres:
+            dx, dy, dw, dh = sk.rng.normal(0.0, 1.0, 4) * grid.jitter
+            _paint_window(sk, cx + dx, wtop + dy * 0.5, grid.win_w + dw * 0.5, h + dh * 0.5, f)
+        if style.balconies == "continuous" and style.balcony_floors[f]:
+            y1, inset = wtop + h, 0.3 * grid.side * grid.spacing
+            x0, x1 = sk.extent.x0 + inset, sk.extent.x1 - inset
+            sk.cv.paint(y1 - 0.35 * h, y1 + max(1.0, 0.04 * h), x0, x1, BALCONY)
 
-    for f, (top, bottom) in enumerate(floors[:-1]):
-        h = win_h * (0.6 if attic and f == 0 else 1.0)
-        wtop = top + (bottom - top - h) * win_pos
-        for cx in centres:
-            dx, dy, dw, dh = rng.normal(0.0, 1.0, 4) * jitter
-            window(cx + dx, wtop + dy * 0.5, win_w + dw * 0.5, h + dh * 0.5, f)
-        if balcony_mode == "continuous" and balcony_floors[f]:
-            y1, inset = wtop + h, 0.3 * side * spacing
-            cv.paint(y1 - 0.35 * h, y1 + max(1.0, 0.04 * h), fx0 + inset, fx1 - inset, BALCONY)
 
-    # --- Ground floor: a door, then either shop windows or ordinary windows.
-    gh = ground_bottom - ground_top
-    door_col = int(rng.integers(n_cols))
-    door_cx = centres[door_col] if rng.random() < 0.7 else (fx0 + fx1) / 2
-    door_w = min(spacing * 0.95, win_w * u(1.0, 1.6))
-    door_h = gh * u(0.6, 0.85)
-    door_x0, door_x1 = door_cx - door_w / 2, door_cx + door_w / 2
-    cv.paint(ground_bottom - door_h, ground_bottom, door_x0, door_x1, DOOR)
-    shop = bool(rng.random() < 0.45)
+def _paint_window(sk: _Sketch, cx: float, top: float, w: float, h: float, floor: int) -> None:
+    """Paint one window with its surroundings: frame, lintel, glass, blinds, sill or balcony."""
+    cv, style = sk.cv, sk.style
+    x0, x1 = cx - w / 2, cx + w / 2
+    y0, y1 = top, top + h
+    if style.frame:
+        m = max(1.0, 0.08 * w)
+        cv.paint(y0 - m, y1 + m, x0 - m, x1 + m, MOLDING)
+    if style.lintel:
+        lh = max(1.0, 0.12 * h)
+        cv.paint(y0 - 2.2 * lh, y0 - 1.0 * lh, x0 - 0.2 * w, x1 + 0.2 * w, DECO)
+    sk.windows.append(cv.paint(y0, y1, x0, x1, WINDOW))
+    sk.window_floors.append(floor)
+    # `w` and `h` travel with the box: recomputing them from its edges would round differently.
+    box = _Extent(y0, y1, x0, x1)
+    _paint_blinds(sk, box, w, h)
+    _paint_sill_or_balcony(sk, box, w, h, floor)
+
+
+def _paint_blinds(sk: _Sketch, box: _Extent, w: float, h: float) -> None:
+    """Paint shutters beside the window (sometimes closed over it) or a roller blind over it."""
+    y0, y1, x0, x1 = box
+    if sk.style.blinds == "shutters":
+        # Open shutters are half a window wide, but never reach into the next column.
+        sw = min(0.45 * w, 0.48 * (sk.grid.spacing - w))
+        if sk.rng.random() < 0.15:  # closed shutters hide the glass completely
+            sk.cv.paint(y0, y1, x0, x1, BLIND)
+        sk.cv.paint(y0, y1, x0 - sw, x0, BLIND)
+        sk.cv.paint(y0, y1, x1, x1 + sw, BLIND)
+    elif sk.style.blinds == "roller" and sk.rng.random() < 0.7:
+        sk.cv.paint(y0, y0 + h * sk.rng.uniform(0.1, 0.7), x0, x1, BLIND)
+
+
+def _paint_sill_or_balcony(sk: _Sketch, box: _Extent, w: float, h: float, floor: int) -> None:
+    """Paint a balcony in front of the window if its floor has them per window, else a sill."""
+    _, y1, x0, x1 = box
+    style = sk.style
+    on_balcony = style.balconies != "none" and style.balcony_floors[floor]
+    if on_balcony and style.balconies == "per_window":
+        sk.cv.paint(y1 - 0.35 * h, y1 + max(1.0, 0.04 * h), x0 - 0.2 * w, x1 + 0.2 * w, BALCONY)
+    elif style.sill and not on_balcony:
+        sh = max(1.0, 0.06 * h)
+        sk.cv.paint(y1, y1 + sh, x0 - 0.12 * w, x1 + 0.12 * w, SILL)
+
+
+def _paint_ground_floor(sk: _Sketch) -> bool:
+    """Paint the ground floor: a door, then shop windows or ordinary ones; return ``shop``."""
+    door = _paint_door(sk)
+    shop = bool(sk.rng.random() < 0.45)
     if shop:
-        # Shop fronts fill the ground floor left and right of the door, 1-2 per side.
-        shop_top = ground_top + gh * u(0.12, 0.3)
-        shop_bottom = ground_bottom - gh * u(0.0, 0.08)
-        gap = max(1.0, spacing * u(0.1, 0.3))
-        for a, b in ((fx0 + gap, door_x0 - gap), (door_x1 + gap, fx1 - gap)):
-            if b - a < 3:
-                continue
-            n = int(rng.integers(1, 3))
-            edges = np.linspace(a, b, n + 1)
-            for s0, s1 in zip(edges[:-1], edges[1:], strict=True):
-                windows.append(cv.paint(shop_top, shop_bottom, s0 + gap / 4, s1 - gap / 4, SHOP))
-                window_floors.append(n_floors - 1)
+        _paint_shop_fronts(sk, door)
     else:
-        wtop = ground_top + (gh - win_h) * u(0.3, 0.6)
-        for cx in centres:
-            if abs(cx - door_cx) < (door_w + win_w) / 2 + 1:
-                continue
-            dx = rng.normal() * jitter
-            window(cx + dx, wtop, win_w, win_h, n_floors - 1)
+        _paint_ground_windows(sk, door)
+    return shop
 
-    # --- Roof cornice, slightly wider than the wall, drawn last so it caps everything.
-    overhang = u(0.0, 0.02) * r
-    cv.paint(fy0, fy0 + roof_h, fx0 - overhang, fx1 + overhang, CORNICE)
-    return Layout(
-        labels=cv.labels,
-        facade=facade,
-        windows=windows,
-        window_floors=window_floors,
-        floor_tops=[int(round(top)) for top, _ in floors],
-        n_cols=n_cols,
-        blinds=str(blinds),
-        balconies=str(balcony_mode),
-        pillars=pillars,
-        shop=shop,
-    )
+
+def _paint_door(sk: _Sketch) -> _Door:
+    """Paint the door, mostly under a window column, else in the middle of the wall."""
+    rng, grid = sk.rng, sk.grid
+    ground_top, ground_bottom = sk.floors.spans[-1]
+    gh = ground_bottom - ground_top
+    door_col = int(rng.integers(grid.n_cols))
+    cx = grid.centres[door_col] if rng.random() < 0.7 else (sk.extent.x0 + sk.extent.x1) / 2
+    w = min(grid.spacing * 0.95, grid.win_w * rng.uniform(1.0, 1.6))
+    h = gh * rng.uniform(0.6, 0.85)
+    x0, x1 = cx - w / 2, cx + w / 2
+    sk.cv.paint(ground_bottom - h, ground_bottom, x0, x1, DOOR)
+    return _Door(cx, w, x0, x1)
+
+
+def _paint_shop_fronts(sk: _Sketch, door: _Door) -> None:
+    """Paint shop windows filling the ground floor left and right of the door, 1-2 per side."""
+    rng = sk.rng
+    ground_top, ground_bottom = sk.floors.spans[-1]
+    gh = ground_bottom - ground_top
+    shop_top = ground_top + gh * rng.uniform(0.12, 0.3)
+    shop_bottom = ground_bottom - gh * rng.uniform(0.0, 0.08)
+    gap = max(1.0, sk.grid.spacing * rng.uniform(0.1, 0.3))
+    for a, b in ((sk.extent.x0 + gap, door.x0 - gap), (door.x1 + gap, sk.extent.x1 - gap)):
+        if b - a < 3:
+            continue
+        n = int(rng.integers(1, 3))
+        edges = np.linspace(a, b, n + 1)
+        for s0, s1 in zip(edges[:-1], edges[1:], strict=True):
+            sk.windows.append(sk.cv.paint(shop_top, shop_bottom, s0 + gap / 4, s1 - gap / 4, SHOP))
+            sk.window_floors.append(sk.floors.n - 1)
+
+
+def _paint_ground_windows(sk: _Sketch, door: _Door) -> None:
+    """Paint ordinary ground-floor windows in the grid columns that the door leaves free."""
+    grid = sk.grid
+    ground_top, ground_bottom = sk.floors.spans[-1]
+    gh = ground_bottom - ground_top
+    wtop = ground_top + (gh - grid.win_h) * sk.rng.uniform(0.3, 0.6)
+    for cx in grid.centres:
+        if abs(cx - door.cx) < (door.w + grid.win_w) / 2 + 1:
+            continue
+        dx = sk.rng.normal() * grid.jitter
+        _paint_window(sk, cx + dx, wtop, grid.win_w, grid.win_h, sk.floors.n - 1)
+
+
+def _paint_roof_cornice(
+    rng: np.random.Generator, cv: _Canvas, r: float, extent: _Extent, roof_h: float
+) -> None:
+    """Paint the roof cornice, slightly wider than the wall, last so that it caps everything."""
+    overhang = rng.uniform(0.0, 0.02) * r
+    cv.paint(extent.y0, extent.y0 + roof_h, extent.x0 - overhang, extent.x1 + overhang, CORNICE)
 
 
 def colorize_labels(labels: np.ndarray) -> np.ndarray:
@@ -412,6 +600,7 @@ def _fractal_noise(
 
 
 def _rgb(r: float, g: float, b: float) -> np.ndarray:
+    """Return an RGB colour in ``[0, 1]`` as a float32 ``[3]`` array."""
     return np.array((r, g, b), dtype=np.float32)
 
 
@@ -475,6 +664,46 @@ def choose_material(layout: Layout) -> Material:
     return MATERIALS["buff_brick" if layout.n_floors <= 4 else "cream_plaster"]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Raster:
+    """The label map and pixel coordinates that the rendering steps share.
+
+    Attributes:
+      labels: ``[R, R]`` class ids.
+      res: side length ``R``.
+      s: scale of pixel-sized features relative to 256x256.
+      yy: ``[R, 1]`` float32 row positions in ``[0, 1]``.
+      xx: ``[1, R]`` float32 column positions in ``[0, 1]``.
+      ramp: ``[R]`` integer pixel indices.
+
+    """
+
+    labels: np.ndarray
+    res: int
+    s: float
+    yy: np.ndarray
+    xx: np.ndarray
+    ramp: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Image shape ``(R, R)``."""
+        return (self.res, self.res)
+
+
+def _raster(labels: np.ndarray) -> _Raster:
+    """Return the :class:`_Raster` of a square label map."""
+    res = labels.shape[0]
+    return _Raster(
+        labels=labels,
+        res=res,
+        s=res / 256.0,
+        yy=np.linspace(0.0, 1.0, res, dtype=np.float32)[:, None],
+        xx=np.linspace(0.0, 1.0, res, dtype=np.float32)[None, :],
+        ramp=np.arange(res),
+    )
+
+
 def render_photo(layout: Layout, rng: np.random.Generator) -> np.ndarray:
     """Render a photo-like ``[R, R, 3]`` uint8 image of ``layout``.
 
@@ -493,23 +722,27 @@ def render_photo(layout: Layout, rng: np.random.Generator) -> np.ndarray:
       The rendered photo.
 
     """
-    lab = layout.labels
-    res = lab.shape[0]
-    shape = (res, res)
-    s = res / 256.0  # scale of pixel-sized features relative to 256x256
+    # The steps run in a fixed order because each draws from `rng` in turn. Whole-image work
+    # is done with table lookups and np.where over broadcast operands: boolean-mask
+    # assignment of full images costs several times more.
+    rs = _raster(layout.labels)
+    material = choose_material(layout)
+    bg = _render_background(rng, layout, rs)
+    img = _render_surfaces(rng, layout, material, rs, bg)
+    img = _render_balconies(img, rs, material)
+    _render_glass(rng, layout, rs, img)
+    _expose(rng, img, _relief_shade(rs) * _global_light(layout, rs))
+    return _camera(rng, img)
+
+
+def _render_background(rng: np.random.Generator, layout: Layout, rs: _Raster) -> np.ndarray:
+    """Draw the surroundings: a sky with faint clouds, neighbouring buildings, the street."""
     f32 = np.float32
-    yy = np.linspace(0.0, 1.0, res, dtype=f32)[:, None]
-    xx = np.linspace(0.0, 1.0, res, dtype=f32)[None, :]
-    ramp = np.arange(res)
+    res, s = rs.res, rs.s
     fy0, fy1, fx0, fx1 = layout.facade
     fh = max(fy1 - fy0, 1)
-    material = choose_material(layout)
-    # Whole-image work is done with table lookups and np.where over broadcast operands:
-    # boolean-mask assignment of full images costs several times more.
-
-    # --- Background: sky gradient with faint clouds, neighbouring buildings, street.
-    clouds = np.clip(_fractal_noise(rng, shape, 48 * s + 4, 3), 0, 1) * f32(0.15)
-    sky = _SKY_TOP + (_SKY_HORIZON - _SKY_TOP) * yy[..., None]  # [R, 1, 3]
+    clouds = np.clip(_fractal_noise(rng, rs.shape, 48 * s + 4, 3), 0, 1) * f32(0.15)
+    sky = _SKY_TOP + (_SKY_HORIZON - _SKY_TOP) * rs.yy[..., None]  # [R, 1, 3]
     bg = sky + (f32(0.95) - sky) * clouds[..., None]
     # Neighbours: their roofs sit a fixed fraction down the facade; the one on the right is
     # in the facade's shade (the sun comes from the upper left).
@@ -518,99 +751,175 @@ def render_photo(layout: Layout, rng: np.random.Generator) -> np.ndarray:
             roof = fy0 + int(roof_frac * fh)
             tex = _value_noise(rng, (res - roof, hi - lo), 8 * s + 2) * f32(0.03)
             bg[roof:, lo:hi] = _NEIGHBOUR * f32(lit) * (1 + tex[..., None])
-    if fy1 < res:  # street / pavement
+    if fy1 < res:
         tex = _value_noise(rng, (res - fy1, res), 3) * f32(0.05)
         bg[fy1:] = _STREET * (1 + tex[..., None])
+    return bg
 
-    # --- Flat class colours, each modulated by a brightness texture.
-    colours = np.zeros((len(CLASS_NAMES), 3), f32)
+
+def _render_surfaces(
+    rng: np.random.Generator, layout: Layout, material: Material, rs: _Raster, bg: np.ndarray
+) -> np.ndarray:
+    """Draw every class in its flat colour times its brightness texture, over ``bg``."""
+    colours = _class_colours(layout, material)
+    tex = _surface_texture(rng, material, rs)
+    img = np.take(colours, rs.labels, axis=0) * (1 + tex)[..., None]
+    return np.where((rs.labels == BACKGROUND)[..., None], bg, img)
+
+
+def _class_colours(layout: Layout, material: Material) -> np.ndarray:
+    """Return each class's flat RGB colour: the material's wall and trim, fixed ones elsewhere."""
+    colours = np.zeros((len(CLASS_NAMES), 3), np.float32)
     colours[FACADE] = material.wall
     for cls in (CORNICE, SILL, DECO, MOLDING, PILLAR):
         colours[cls] = material.trim
     colours[BLIND] = _SHUTTER if layout.blinds == "shutters" else _ROLLER
     colours[DOOR] = _DOOR
-    wall_tex = _fractal_noise(rng, shape, 40 * s + 3, 4) * f32(0.025)
-    if material.pattern == "brick":
-        bh = max(2, round(7 * s))  # course height
-        bw = 3 * bh
-        row = ramp[:, None] // bh
-        xs = ramp[None, :] + (row % 2) * (bw // 2)
-        col = xs // bw
-        tone = rng.normal(0, 0.035, (row.max() + 2, col.max() + 2)).astype(f32)
-        mortar = ((ramp[:, None] % bh) == 0) | ((xs % bw) == 0)
-        wall_tex = wall_tex + tone[row, col] + mortar * f32(0.12)
-    elif material.pattern == "ashlar":
-        bh = max(3, round(18 * s))  # stone courses with thin dark joints
-        bw = 2 * bh
-        row = ramp[:, None] // bh
-        xs = ramp[None, :] + (row % 2) * (bw // 2)
-        joints = ((ramp[:, None] % bh) == 0) | ((xs % bw) == 0)
-        wall_tex = wall_tex - joints * f32(0.08)
-    stone_tex = _value_noise(rng, shape, 6 * s + 1.5) * f32(0.02)
+    return colours
+
+
+def _surface_texture(rng: np.random.Generator, material: Material, rs: _Raster) -> np.ndarray:
+    """Compute the brightness texture: wall, stone grain, slats, planks, fluting, fine grain."""
+    f32 = np.float32
+    lab, ramp, s = rs.labels, rs.ramp, rs.s
+    wall_tex = _wall_texture(rng, material, rs)
+    stone_tex = _value_noise(rng, rs.shape, 6 * s + 1.5) * f32(0.02)
     slats = ((ramp[:, None] % max(2, round(4 * s))) == 0) * f32(-0.3)
     planks = ((ramp[None, :] % max(2, round(6 * s))) == 0) * f32(-0.3)
-    fluting = f32(0.05) * np.sin(xx * f32(res / max(2.0, 6 * s)))
+    fluting = f32(0.05) * np.sin(rs.xx * f32(rs.res / max(2.0, 6 * s)))
     tex = np.where(lab == FACADE, wall_tex, stone_tex)
     tex += np.where(lab == BLIND, slats, f32(0))
     tex += np.where(lab == DOOR, planks, f32(0))
     tex += np.where(lab == PILLAR, fluting, f32(0))
-    tex += (rng.random(shape, f32) - f32(0.5)) * f32(0.015)  # fine grain everywhere
-    img = np.take(colours, lab, axis=0) * (1 + tex)[..., None]
-    img = np.where((lab == BACKGROUND)[..., None], bg, img)
+    tex += (rng.random(rs.shape, f32) - f32(0.5)) * f32(0.015)  # fine grain everywhere
+    return tex
 
-    # --- Balconies: dark iron railings, see-through between the bars, a solid top rail.
-    bars = (ramp % max(2, round(4 * s))) == 0
-    railing = np.where(bars[:, None], _IRON, f32(0.45) * _IRON + f32(0.4) * material.wall)
-    bal = lab == BALCONY
+
+def _wall_texture(rng: np.random.Generator, material: Material, rs: _Raster) -> np.ndarray:
+    """Compute the wall's brightness texture: plaster stains plus the material's masonry."""
+    wall_tex = _fractal_noise(rng, rs.shape, 40 * rs.s + 3, 4) * np.float32(0.025)
+    if material.pattern == "brick":
+        return _add_brickwork(rng, wall_tex, rs)
+    if material.pattern == "ashlar":
+        return _add_ashlar_joints(wall_tex, rs)
+    return wall_tex
+
+
+def _add_brickwork(rng: np.random.Generator, wall_tex: np.ndarray, rs: _Raster) -> np.ndarray:
+    """Add staggered bricks to ``wall_tex``: a random tone per brick and light mortar joints."""
+    ramp = rs.ramp
+    bh = max(2, round(7 * rs.s))  # course height
+    bw = 3 * bh
+    row = ramp[:, None] // bh
+    xs = ramp[None, :] + (row % 2) * (bw // 2)
+    col = xs // bw
+    tone = rng.normal(0, 0.035, (row.max() + 2, col.max() + 2)).astype(np.float32)
+    mortar = ((ramp[:, None] % bh) == 0) | ((xs % bw) == 0)
+    return wall_tex + tone[row, col] + mortar * np.float32(0.12)
+
+
+def _add_ashlar_joints(wall_tex: np.ndarray, rs: _Raster) -> np.ndarray:
+    """Add staggered stone courses with thin dark joints to ``wall_tex``."""
+    ramp = rs.ramp
+    bh = max(3, round(18 * rs.s))
+    bw = 2 * bh
+    row = ramp[:, None] // bh
+    xs = ramp[None, :] + (row % 2) * (bw // 2)
+    joints = ((ramp[:, None] % bh) == 0) | ((xs % bw) == 0)
+    return wall_tex - joints * np.float32(0.08)
+
+
+def _render_balconies(img: np.ndarray, rs: _Raster, material: Material) -> np.ndarray:
+    """Draw balconies as iron railings, see-through between the bars, with a solid top rail."""
+    bars = (rs.ramp % max(2, round(4 * rs.s))) == 0
+    see_through = np.float32(0.45) * _IRON + np.float32(0.4) * material.wall
+    railing = np.where(bars[:, None], _IRON, see_through)
+    bal = rs.labels == BALCONY
     top_rail = bal.copy()
     top_rail[1:] &= ~bal[:-1]
     img = np.where(bal[..., None], railing, img)
     img[top_rail] = _IRON
+    return img
 
-    # --- Glass: dark panes that reflect the sky, more so on higher floors (less of the street
-    # opposite is mirrored) and towards each pane's top; a diagonal glint; white frames.
-    fw = max(1, round(1.8 * s))
+
+def _render_glass(rng: np.random.Generator, layout: Layout, rs: _Raster, img: np.ndarray) -> None:
+    """Draw the glass and frames of every window and shop window into ``img``, in place."""
+    frame_w = max(1, round(1.8 * rs.s))
     transom = layout.n_floors <= 4  # tall old windows of low houses have a transom bar
     n_floors = max(layout.n_floors, 1)
-    glass_noise = _value_noise(rng, shape, 10 * s + 2) * f32(0.05)
+    glass_noise = _value_noise(rng, rs.shape, 10 * rs.s + 2) * np.float32(0.05)
     floors = layout.window_floors or [n_floors - 1] * len(layout.windows)
     for (y0, y1, x0, x1), floor in zip(layout.windows, floors, strict=True):
         h, w = y1 - y0, x1 - x0
-        shop = lab[y0, x0] == SHOP
+        shop = rs.labels[y0, x0] == SHOP
         height = 1.0 - floor / max(n_floors - 1, 1)  # 1 on the top floor, 0 on the ground
-        t = np.linspace(1.0, 0.0, h, dtype=f32)[:, None, None]
-        gy = np.arange(h, dtype=f32)[:, None] / max(h, 1)
-        gx = np.arange(w, dtype=f32)[None, :] / max(w, 1)
-        glint = np.abs(gx + f32(0.6) * gy - f32(0.55)) < f32(0.12)
-        pane = _GLASS * (1 + glass_noise[y0:y1, x0:x1, None])
-        pane = pane + _SKY_TOP * f32(0.08 + 0.22 * height) * t
-        pane = pane + glint[..., None] * f32(0.06 + 0.1 * height)
-        if shop:  # a warm lit interior shows through the lower part of shop windows
-            pane = pane + _SHOP_LIGHT * (1 - t) * f32(0.5)
+        pane = _glass_pane(glass_noise[y0:y1, x0:x1], height, shop)
         if (w >= 4 and h >= 4) or shop:
-            f = min(fw, max(1, w // 6))
-            pane[:f], pane[-f:], pane[:, :f], pane[:, -f:] = _FRAME, _FRAME, _FRAME, _FRAME
-            if not shop:
-                mc = w // 2
-                pane[:, max(0, mc - f // 2) : mc + max(1, f - f // 2)] = _FRAME
-                if transom and h >= 8:
-                    pane[h // 3 : h // 3 + f] = _FRAME
+            _draw_window_frame(pane, min(frame_w, max(1, w // 6)), shop, transom)
         # Blinds or balconies painted over a window keep their look: only fill the glass.
-        region = lab[y0:y1, x0:x1]
+        region = rs.labels[y0:y1, x0:x1]
         m = (region == WINDOW) | (region == SHOP)
         img[y0:y1, x0:x1][m] = pane[m]
 
-    # --- Relief: bevel edges (lit tops, dark bottoms), then cast shadows down and to the
-    # right: the sun is fixed, high on the upper left.
-    relief = np.take(_RELIEF, lab)
+
+def _glass_pane(noise: np.ndarray, height: float, shop: bool) -> np.ndarray:
+    """Compute one pane's glass: dark, reflecting the sky, with a diagonal glint.
+
+    It reflects more sky on higher floors (``height`` 1 at the top, 0 on the ground: less of
+    the street opposite is mirrored) and towards the pane's top.
+    """
+    f32 = np.float32
+    h, w = noise.shape
+    t = np.linspace(1.0, 0.0, h, dtype=f32)[:, None, None]
+    gy = np.arange(h, dtype=f32)[:, None] / max(h, 1)
+    gx = np.arange(w, dtype=f32)[None, :] / max(w, 1)
+    glint = np.abs(gx + f32(0.6) * gy - f32(0.55)) < f32(0.12)
+    pane = _GLASS * (1 + noise[..., None])
+    pane = pane + _SKY_TOP * f32(0.08 + 0.22 * height) * t
+    pane = pane + glint[..., None] * f32(0.06 + 0.1 * height)
+    if shop:  # a warm lit interior shows through the lower part of shop windows
+        pane = pane + _SHOP_LIGHT * (1 - t) * f32(0.5)
+    return pane
+
+
+def _draw_window_frame(pane: np.ndarray, f: int, shop: bool, transom: bool) -> None:
+    """Draw a ``f`` px frame into ``pane``; ordinary windows also get a mullion, maybe a transom."""
+    h, w = pane.shape[:2]
+    pane[:f], pane[-f:], pane[:, :f], pane[:, -f:] = _FRAME, _FRAME, _FRAME, _FRAME
+    if not shop:
+        mc = w // 2
+        pane[:, max(0, mc - f // 2) : mc + max(1, f - f // 2)] = _FRAME
+        if transom and h >= 8:
+            pane[h // 3 : h // 3 + f] = _FRAME
+
+
+def _relief_shade(rs: _Raster) -> np.ndarray:
+    """Compute the relief's shading: bevelled edges times shadows cast by raised elements."""
+    relief = np.take(_RELIEF, rs.labels)
+    shade = _bevel_shade(relief, rs)
+    shadow = _cast_shadow(relief, rs)
+    shade *= 1 - np.float32(0.22) * np.where(rs.labels == BACKGROUND, np.float32(0), shadow)
+    return shade
+
+
+def _bevel_shade(relief: np.ndarray, rs: _Raster) -> np.ndarray:
+    """Compute the bevel of raised elements: lit top edges, dark bottom edges."""
+    f32 = np.float32
     raised = relief > 1
-    shade = np.ones(shape, f32)
+    shade = np.ones(rs.shape, f32)
     shade[1:] += f32(0.06) * ((relief[1:] > relief[:-1]) & raised[1:])  # top edges
     shade[:-1] -= f32(0.12) * ((relief[:-1] > relief[1:]) & raised[:-1])  # bottom edges
-    length = max(1, round(3.0 * s))
+    return shade
+
+
+def _cast_shadow(relief: np.ndarray, rs: _Raster) -> np.ndarray:
+    """Compute shadow strength in [0, 1], cast down and to the right from relief steps."""
+    # The sun is fixed, high on the upper left.
+    res = rs.res
+    length = max(1, round(3.0 * rs.s))
     slope = 0.4
     reach = 3 * length  # the tallest step (3) shades 3 * length pixels
-    shadow = np.zeros(shape, f32)
+    shadow = np.zeros(rs.shape, np.float32)
     for d in range(1, min(reach, res - 1) + 1):
         dx = round(d * slope)
         # Pixel (y, x) is shaded by the surface at (y - d, x - dx): compare offset views.
@@ -618,24 +927,35 @@ def render_photo(layout: Layout, rng: np.random.Generator) -> np.ndarray:
         src = (slice(0, res - d), slice(max(-dx, 0), res - max(dx, 0)))
         # A step of height dh shades up to dh * length pixels below it, fading with distance.
         hit = (relief[src] - relief[tgt]) * length >= d
-        np.maximum(shadow[tgt], hit * f32(1.0 - d / (reach + 1)), out=shadow[tgt])
-    shade *= 1 - f32(0.22) * np.where(lab == BACKGROUND, f32(0), shadow)
+        np.maximum(shadow[tgt], hit * np.float32(1.0 - d / (reach + 1)), out=shadow[tgt])
+    return shadow
 
-    # --- Global light, fixed: brighter towards the sun (top left), the ground floor in the
-    # street's shade, a soft vignette; then a small exposure / white-balance jitter.
+
+def _global_light(layout: Layout, rs: _Raster) -> np.ndarray:
+    """Compute the fixed light: brighter towards the sun, a vignette, a darker ground floor."""
+    # The sun is at the top left; the ground floor is in the shade of the street.
+    f32 = np.float32
+    yy, xx = rs.yy, rs.xx
     light = f32(1.03) - f32(0.04) * yy - f32(0.03) * xx
     light = light - f32(0.05) * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
     if layout.floor_tops:
-        ground = (ramp >= layout.floor_tops[-1])[:, None] & (lab != BACKGROUND)
+        ground = (rs.ramp >= layout.floor_tops[-1])[:, None] & (rs.labels != BACKGROUND)
         light = np.where(ground, light * f32(0.94), light)
-    gain = (1 + rng.normal(0.0, 0.007, 3)) * rng.uniform(0.98, 1.02) * 255  # also to 0..255
-    img *= (shade * light)[..., None] * gain.astype(f32)
+    return light
 
-    # --- Camera: Gaussian sensor noise, rounding (the +0.5), then a slight lens blur, done by
-    # Pillow in C on the 8-bit image (4x cheaper than the same blur in numpy).
-    img += rng.standard_normal(img.shape, f32) * f32(rng.uniform(1.0, 2.5))
-    img += f32(0.5)
+
+def _expose(rng: np.random.Generator, img: np.ndarray, light: np.ndarray) -> None:
+    """Scale ``img`` in place by ``light``, a small exposure / white-balance jitter and 255."""
+    gain = (1 + rng.normal(0.0, 0.007, 3)) * rng.uniform(0.98, 1.02) * 255
+    img *= light[..., None] * gain.astype(np.float32)
+
+
+def _camera(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """Add sensor noise to ``img``, round it to uint8 and apply a slight lens blur."""
+    img += rng.standard_normal(img.shape, np.float32) * np.float32(rng.uniform(1.0, 2.5))
+    img += np.float32(0.5)  # rounds, with the truncating cast below
     photo = Image.fromarray(np.clip(img, 0, 255, out=img).astype(np.uint8))
+    # Pillow blurs in C on the 8-bit image, 4x cheaper than the same blur in numpy.
     a = 0.07
     k = np.outer([a, 1 - 2 * a, a], [a, 1 - 2 * a, a]).ravel().tolist()
     return np.array(photo.filter(ImageFilter.Kernel((3, 3), k, scale=1)))
@@ -666,6 +986,7 @@ def generate_example(
 
 
 def _png(image: np.ndarray) -> bytes:
+    """Encode a uint8 image as PNG bytes."""
     buf = io.BytesIO()
     # compress_level=1: ~3x faster than the default and still lossless and deterministic.
     Image.fromarray(image).save(buf, format="PNG", compress_level=1)
@@ -774,6 +1095,7 @@ class SyntheticFacades(tfds.core.GeneratorBasedBuilder):
             self.info.set_file_format("array_record", override=True)
 
     def _info(self) -> tfds.core.DatasetInfo:
+        """Describe the features, supervised keys and citation of the dataset."""
         # DatasetInfo is built directly rather than with `dataset_info_from_configs`, which
         # would read README/CITATIONS/TAGS files from this module's package directory (shared
         # with other builders); everything is stated here instead.
@@ -795,12 +1117,14 @@ class SyntheticFacades(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
+        """Return one example generator per split in :data:`SPLITS`."""
         del dl_manager  # nothing to download
         cfg = self.builder_config
         sizes = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}
         return {name: self._generate_examples(name, sizes[name]) for name in SPLITS}
 
     def _generate_examples(self, split: str, num_examples: int) -> Iterator[tuple[int, dict]]:
+        """Yield ``(index, example)`` with PNG images for the first examples of ``split``."""
         cfg = self.builder_config
         split_index = SPLITS.index(split)
         for i in range(num_examples):
