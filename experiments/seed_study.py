@@ -11,21 +11,18 @@ printed and written to WORKDIR/seed_study.json.
 import json
 import os
 import statistics
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
-from pix2pix_jax import train
+from pix2pix_jax import cli, trainer
 
-_DEFAULT_CONFIG = os.path.join(
-    os.path.dirname(train.__file__), "configs", "default.py"
-)  # the embedded default
 
-flags.DEFINE_string("workdir", None, "Directory holding one workdir per seed and the summary.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to train, comma-separated.")
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Config file.", lock_config=True)
-flags.mark_flags_as_required(["workdir"])
+def define_flags() -> None:
+    """--workdir, --seeds and --config."""
+    flags.DEFINE_string("workdir", None, "Directory holding one workdir per seed and the summary.")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to train, comma-separated.")
+    cli.define_config_flag()
+    flags.mark_flags_as_required(["workdir"])
 
 
 def final_eval_metrics(workdir: str, split: str) -> dict[str, float]:
@@ -49,22 +46,17 @@ def summarise(per_seed: dict[int, dict[str, float]]) -> dict:
     return summary
 
 
-def main(argv: list[str]) -> None:
+def study() -> None:
     """Train every seed, then summarise."""
-    del argv
-    logging.set_verbosity(logging.WARNING)
     config = flags.FLAGS.config
-    train.configure_runtime(config)
+    cli.start_runtime(config, announce=False)
     per_seed = {}
     for seed in map(int, flags.FLAGS.seeds):
         run_config = config.copy_and_resolve_references()
         run_config.seed = seed
         run_dir = os.path.join(flags.FLAGS.workdir, f"seed_{seed}")
         print(f"== seed {seed}: {run_dir}", flush=True)
-        try:
-            train.train_and_evaluate(run_config, run_dir)
-        except (ValueError, FloatingPointError) as e:
-            sys.exit(f"seed_study: error: seed {seed}: {e}")
+        trainer.train_and_evaluate(run_config, run_dir)
         per_seed[seed] = final_eval_metrics(run_dir, config.eval.split)
     summary = summarise(per_seed)
     path = os.path.join(flags.FLAGS.workdir, "seed_study.json")
@@ -76,4 +68,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run("seed_study", define_flags, study)

@@ -14,7 +14,8 @@ both see the same machine load, and prints the ratio of the medians.
 `input` times `input_pipeline.train_dataset` alone (decode, jitter, batch,
 with `dataset.num_workers` processes): images/s and images/s per worker.
 `--synthetic_jpegs=N` first writes N 256x512 side-by-side A|B JPEGs of
-synthetic facades as a `folder` dataset and times that.
+synthetic facades as a `folder` dataset and times that. Installed as the
+console script `pix2pix-benchmark`.
 """
 
 import json
@@ -30,21 +31,29 @@ from typing import Any
 import flax
 import jax
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
-from pix2pix_jax import input_pipeline, models, steps, train
+from pix2pix_jax import assembly, cli, input_pipeline, parallel, steps
+from pix2pix_jax import config as config_lib
+from pix2pix_jax.errors import UserError
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py")
+PROG = "pix2pix_jax.benchmark"
 
-flags.DEFINE_enum("mode", "step", ["step", "input"], "What to time.")
-flags.DEFINE_integer("steps", 20, "Timed steps (or batches) per repeat.")
-flags.DEFINE_integer("warmup", 3, "Untimed steps (or batches) before timing.")
-flags.DEFINE_integer("repeats", 3, "Timed windows; the summary reports their median.")
-flags.DEFINE_string("peer", "", "Path of a PyTorch peer step script to run side by side.")
-flags.DEFINE_string("peer_compile", "", "torch.compile mode passed to the peer (--compile).")
-flags.DEFINE_integer("synthetic_jpegs", 0, "input mode: time N generated 256x512 A|B JPEGs.")
-config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Config file.", lock_config=False)
+
+def define_flags() -> None:
+    """The command line's flags."""
+    flags.DEFINE_enum("mode", "step", ["step", "input"], "What to time.")
+    flags.DEFINE_integer("steps", 20, "Timed steps (or batches) per repeat.")
+    flags.DEFINE_integer("warmup", 3, "Untimed steps (or batches) before timing.")
+    flags.DEFINE_integer("repeats", 3, "Timed windows; the summary reports their median.")
+    flags.DEFINE_string("peer", "", "Path of a PyTorch peer step script to run side by side.")
+    flags.DEFINE_string("peer_compile", "", "torch.compile mode passed to the peer (--compile).")
+    flags.DEFINE_integer("synthetic_jpegs", 0, "input mode: time N generated 256x512 A|B JPEGs.")
+    cli.define_config_flag()
+
+
+class PeerError(UserError):
+    """The peer script failed: its own output says why."""
 
 
 def peak_host_memory_mb() -> float:
@@ -93,13 +102,12 @@ def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
 
     The first record carries `compile_seconds` (lowering + XLA compilation).
     """
-    setup = train.make_setup(config, num_train_examples=1000)
-    state = train.initial_state(config, setup)
-    state = flax.jax_utils.replicate(state, axis_name=models.BATCH_AXIS)
+    setup = assembly.make_setup(config, num_train_examples=1000)
+    state = parallel.replicate(assembly.initial_state(config, setup))
     batch = jax.device_put(
-        random_batch(config, np.random.default_rng(0)), input_pipeline.device_sharding()
+        random_batch(config, np.random.default_rng(0)), parallel.device_sharding()
     )
-    p_train = steps.pmapped_train_step(setup)
+    p_train = parallel.pmap_train_step(steps.train_step, setup=setup)
     start = time.perf_counter()
     compiled = p_train.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - start
@@ -133,7 +141,7 @@ def run_peer(config: Any, num_steps: int, warmup: int) -> dict[str, Any]:
         command += ["--compile", flags.FLAGS.peer_compile]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode:
-        raise ValueError(f"peer {command} failed:\n{result.stderr[-2000:]}")
+        raise PeerError(f"peer {command} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -226,30 +234,28 @@ def write_synthetic_jpegs(directory: str, count: int, seed: int = 0) -> None:
         pair.save(os.path.join(directory, "train", f"{i + 1}.jpg"), quality=95)
 
 
-def main(argv: list[str]) -> None:
+def benchmark_from_flags() -> None:
     """Run the benchmark the flags select."""
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
     config = flags.FLAGS.config
-    train.configure_runtime(config)
-    try:
-        train.validate_config(config)
-        if flags.FLAGS.mode == "step":
-            benchmark_step(config)
-        elif flags.FLAGS.synthetic_jpegs:
-            with tempfile.TemporaryDirectory() as tmp:
-                write_synthetic_jpegs(os.path.join(tmp, "images"), flags.FLAGS.synthetic_jpegs)
-                config.dataset.name = "folder"
-                config.dataset.path = os.path.join(tmp, "images")
-                config.dataset.data_dir = os.path.join(tmp, "tfds")
-                benchmark_input(config)
-        else:
+    cli.start_runtime(config, announce=False)
+    config_lib.validate(config)
+    if flags.FLAGS.mode == "step":
+        benchmark_step(config)
+    elif flags.FLAGS.synthetic_jpegs:
+        with tempfile.TemporaryDirectory() as tmp, config.unlocked():
+            write_synthetic_jpegs(os.path.join(tmp, "images"), flags.FLAGS.synthetic_jpegs)
+            config.dataset.name = "folder"
+            config.dataset.path = os.path.join(tmp, "images")
+            config.dataset.data_dir = os.path.join(tmp, "tfds")
             benchmark_input(config)
-    except ValueError as e:
-        sys.exit(f"pix2pix_jax.benchmark: error: {e}")
+    else:
+        benchmark_input(config)
+
+
+def run() -> None:
+    """The command: parse the command line, time, report bad input in one line."""
+    cli.run(PROG, define_flags, benchmark_from_flags)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

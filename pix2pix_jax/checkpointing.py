@@ -10,20 +10,27 @@ a save interrupted mid-write is never the one restored.
 Beside the latest checkpoints, `BestCheckpointer` keeps the one with the best
 eval metric, and `restore_for_inference` loads either for evaluation and
 prediction.
+
+Every checkpoint carries a `meta` item with its format number. Checkpoints
+without it were written by pix2pix_jax 0.1, whose layers had Flax's automatic
+names (`Conv_3`, `Norm_5`); this release names every layer explicitly, so
+those are refused with a `CheckpointError` that says so (the state layouts
+differ, and guessing a mapping could load weights into the wrong layers).
+
+This module knows nothing of training: callers pass the state template.
 """
 
-import functools
-import json
-import math
 import os
 from typing import Any
 
 import jax
-import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 
-from pix2pix_jax.configs import default
+from pix2pix_jax import metrics
+from pix2pix_jax.errors import CheckpointError, MissingFileError
+
+FORMAT = 2  # 1: pix2pix_jax 0.1 (automatic layer names, no meta item); 2: explicit names
+META = {"format": FORMAT}
 
 
 def _manager(directory: str, max_to_keep: int | None) -> ocp.CheckpointManager:
@@ -56,11 +63,13 @@ class Checkpointer:
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(jax.device_get(state)),
                 data=ocp.args.JsonSave(data_state),
+                meta=ocp.args.JsonSave(META),
             ),
         )
 
     def restore(self, step: int, template: Any) -> tuple[Any, dict]:
         """The (state, data iterator state) saved at `step`, shaped like `template`."""
+        check_format(self.manager.directory, step)
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
@@ -75,25 +84,18 @@ class Checkpointer:
         self.manager.close()
 
 
-#: Metrics that can pick the best checkpoint, and whether lower or higher is better.
-BEST_DIRECTIONS = {"l1": "lower", "psnr": "higher", "ssim": "higher"}
 BEST_DIR = "checkpoints_best"  # beside checkpoints/, which resuming alone reads
 
 
-def improves(metric: str, value: float, best: float | None) -> bool:
-    """Whether `value` of `metric` is strictly better than `best` (None: nothing yet).
-
-    A non-finite value never is.
-    """
-    if metric not in BEST_DIRECTIONS:
-        raise ValueError(
-            f"eval.best_metric={metric!r} is not one of {tuple(BEST_DIRECTIONS)} (or '' for none)"
+def check_format(directory: Any, step: int) -> None:
+    """Raise a CheckpointError unless the checkpoint of `step` has this release's format."""
+    meta = os.path.join(str(directory), str(step), "meta")
+    if not os.path.exists(meta):
+        raise CheckpointError(
+            f"{os.path.join(str(directory), str(step))} was written by pix2pix_jax 0.1, whose "
+            "layers had Flax's automatic names; this release names layers explicitly and cannot "
+            "restore it. Continue that run with pix2pix_jax 0.1, or train it again."
         )
-    if not math.isfinite(value):
-        return False
-    if best is None:
-        return True
-    return value < best if BEST_DIRECTIONS[metric] == "lower" else value > best
 
 
 class BestCheckpointer:
@@ -107,7 +109,6 @@ class BestCheckpointer:
     """
 
     def __init__(self, directory: str, metric: str):
-        improves(metric, 0.0, None)  # rejects an unknown metric now, not at the first eval
         self.metric = metric
         self.manager = _manager(directory, max_to_keep=1)
         record = self.record()
@@ -124,7 +125,7 @@ class BestCheckpointer:
     def update(self, step: int, state: Any, results: dict[str, float]) -> bool:
         """Save `state` if `results` improve on the best so far; returns whether it did."""
         value = float(results[self.metric])
-        if not improves(self.metric, value, self.best):
+        if not metrics.improves(self.metric, value, self.best):
             return False
         self.manager.wait_until_finished()
         for old in self.manager.all_steps():
@@ -137,6 +138,7 @@ class BestCheckpointer:
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(jax.device_get(state)),
                 best=ocp.args.JsonSave(record),
+                meta=ocp.args.JsonSave(META),
             ),
         )
         self.best = value
@@ -148,82 +150,39 @@ class BestCheckpointer:
         self.manager.close()
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config a run wrote to `workdir`/config.json, over today's defaults.
-
-    Fields added to the defaults since the run keep their default values.
-    """
-    if not os.path.isdir(workdir):
-        raise FileNotFoundError(f"workdir {workdir!r} does not exist")
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a pix2pix_jax workdir?")
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-        config = default.get_config()
-        config.update(saved)
-    except (json.JSONDecodeError, TypeError, ValueError, KeyError) as e:
-        raise ValueError(f"{path}: not a usable pix2pix_jax config ({e})") from e
-    return config
-
-
 def _resolve_step(directory: str, steps: list[int], which: str | int) -> int:
     """The step that `which` ('latest', 'best' or a step number) names among `steps`."""
     if not steps:
         hint = " (training keeps one when eval.best_metric is set)" if which == "best" else ""
-        raise FileNotFoundError(f"no checkpoint in {directory}{hint}")
+        raise MissingFileError(f"no checkpoint in {directory}{hint}")
     if which in ("latest", "best"):
         return steps[-1]
     step = int(which)
     if step not in steps:
-        raise ValueError(f"no checkpoint of step {step} in {directory}; it has steps {steps}")
+        raise CheckpointError(f"no checkpoint of step {step} in {directory}; it has steps {steps}")
     return step
 
 
-def restore_for_inference(workdir: str, which: str | int = "latest") -> tuple[Any, Any, int]:
-    """(config, train state on the host, step) of a checkpoint in `workdir`.
+def restore_state(workdir: str, template: Any, which: str | int = "latest") -> tuple[Any, int]:
+    """(train state on the host, step) of a checkpoint in `workdir`, shaped like `template`.
 
     `which` is 'latest' (the newest in checkpoints/), 'best' (the one in
     checkpoints_best/) or a step number of checkpoints/.
     """
     if which not in ("latest", "best") and not str(which).isdigit():
-        raise ValueError(f"checkpoint={which!r} is not 'latest', 'best' or a step number")
-    workdir = os.path.abspath(workdir)
-    config = load_config(workdir)
-    directory = os.path.join(workdir, BEST_DIR if which == "best" else "checkpoints")
+        raise CheckpointError(f"checkpoint={which!r} is not 'latest', 'best' or a step number")
+    directory = os.path.join(
+        os.path.abspath(workdir), BEST_DIR if which == "best" else "checkpoints"
+    )
     if not os.path.isdir(directory):
         _resolve_step(directory, [], which)  # raises: no checkpoint
     manager = _manager(directory, max_to_keep=None)
     try:
         step = _resolve_step(directory, sorted(manager.all_steps()), which)
+        check_format(directory, step)
         restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_template(config)))
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template))
         )
     finally:
         manager.close()
-    return config, restored["state"], step
-
-
-def inference_setup(config: ml_collections.ConfigDict) -> Any:
-    """The `steps.Setup` of `config` for running (not training) its networks.
-
-    Unlike `train.make_setup` it never reads the train split: the optimizer
-    it builds has the right state layout, whatever its schedule's values.
-    """
-    # Imported here: train imports this module to save the checkpoints this reads.
-    from pix2pix_jax import train
-
-    return train.make_setup(config, num_train_examples=1)
-
-
-def _template(config: ml_collections.ConfigDict) -> Any:
-    """A host train state of zeros shaped as `config`'s, without running the networks."""
-    from pix2pix_jax import steps  # here, as in inference_setup
-
-    setup = inference_setup(config)
-    shape = (config.image_size, config.image_size, config.dataset.output_channels)
-    abstract = jax.eval_shape(
-        functools.partial(steps.init_state, setup, shape, config.dataset.input_channels)
-    )
-    return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
+    return restored["state"], step

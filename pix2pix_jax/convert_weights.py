@@ -29,87 +29,111 @@ reference itself drops when loading), are ignored.
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 from flax import traverse_util
-from ml_collections import config_flags
 
-from pix2pix_jax import checkpointing, input_pipeline, models, torch_weights, train
+from pix2pix_jax import assembly, checkpointing, cli, input_pipeline, models, torch_weights
+from pix2pix_jax import config as config_lib
+from pix2pix_jax.errors import ConfigError, DataError
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "default.py")
+PROG = "pix2pix_jax.convert_weights"
 UNET_GENERATORS = ("unet_256", "unet_128", "unet")
 RESNET_GENERATORS = ("resnet_6blocks", "resnet_9blocks")
 SUPPORTED_NORMS = ("batch", "instance")
 
 # (torch module prefix, flax module path, kind) with kind conv | upconv | norm.
 Layer = tuple[str, tuple[str, ...], str]
+# One entry of a reference nn.Sequential, in its order: (our module name, kind) for a
+# layer with weights, None for one without (activations, padding, dropout), and
+# _SUBMODULE where the next nested block sits.
+Entry = tuple[str, str] | str | None
+_SUBMODULE = "submodule"
+
+# The Sequential of each UnetSkipConnectionBlock as the reference builds it, with our
+# names of block k (1 = outermost .. num_downs = innermost) as templates.
+_UNET_BLOCKS: dict[str, list[Entry]] = {
+    # [downconv, submodule, uprelu, upconv, Tanh]
+    "outermost": [("down_{k}", "conv"), _SUBMODULE, None, ("up_{k}", "upconv"), None],
+    # [downrelu, downconv, downnorm, submodule, uprelu, upconv, upnorm(, Dropout)]
+    "middle": [
+        None,
+        ("down_{k}", "conv"),
+        ("down_{k}_norm", "norm"),
+        _SUBMODULE,
+        None,
+        ("up_{k}", "upconv"),
+        ("up_{k}_norm", "norm"),
+    ],
+    # [downrelu, downconv, uprelu, upconv, upnorm]
+    "innermost": [None, ("down_{k}", "conv"), None, ("up_{k}", "upconv"), ("up_{k}_norm", "norm")],
+}
+
+
+def _sequential(prefix: str, entries: list[Entry], scope: tuple[str, ...] = ()) -> list[Layer]:
+    """The layers of a reference nn.Sequential at `prefix`, by their index in `entries`."""
+    return [
+        (f"{prefix}{index}", (*scope, entry[0]), entry[1])
+        for index, entry in enumerate(entries)
+        if isinstance(entry, tuple)
+    ]
 
 
 def unet_layers(num_downs: int) -> list[Layer]:
     """Where each layer of the reference's UnetGenerator lives in ours.
 
-    The reference nests one UnetSkipConnectionBlock per level, each a
-    Sequential: outermost [down conv, submodule, ReLU, up conv, Tanh]; middle
-    [LeakyReLU, down conv, norm, submodule, ReLU, up conv, norm(, Dropout)];
-    innermost [LeakyReLU, down conv, ReLU, up conv, norm]. Ours names the
-    down convs Conv_<level>, the up convs UpConv_<n-1-level> and the norms in
-    the order they run: encoder levels 1..n-2, then decoder levels n-1..1.
+    The reference nests one UnetSkipConnectionBlock per level, outermost first,
+    each a Sequential (`_UNET_BLOCKS`) whose submodule entry holds the next;
+    our U-Net names block k's layers `down_k`, `down_k_norm`, `up_k`, `up_k_norm`.
     """
-    n, innermost = num_downs, num_downs - 1
     layers: list[Layer] = []
-    for level in range(n):
-        prefix = (
-            "model.model." if level == 0 else "model.model.1." + "model.3." * (level - 1) + "model."
-        )
-        down, up = (0, 3) if level == 0 else (1, 3 if level == innermost else 5)
-        layers.append((f"{prefix}{down}", (f"Conv_{level}",), "conv"))
-        layers.append((f"{prefix}{up}", (f"UpConv_{innermost - level}",), "upconv"))
-        if 0 < level < innermost:
-            layers.append((f"{prefix}2", (f"Norm_{level - 1}",), "norm"))
-        if level > 0:
-            up_norm = 4 if level == innermost else 6
-            layers.append((f"{prefix}{up_norm}", (f"Norm_{2 * n - 3 - level}",), "norm"))
+    block = "model."  # UnetGenerator.model is the outermost block
+    for k in range(1, num_downs + 1):
+        role = "outermost" if k == 1 else "innermost" if k == num_downs else "middle"
+        entries = _UNET_BLOCKS[role]
+        named = [(e[0].format(k=k), e[1]) if isinstance(e, tuple) else e for e in entries]
+        layers += _sequential(f"{block}model.", named)
+        if _SUBMODULE in entries:
+            block = f"{block}model.{entries.index(_SUBMODULE)}."
     return layers
+
+
+def _resnet_block(dropout: bool) -> list[Entry]:
+    """The reference ResnetBlock's conv_block, with our names inside `block_<i>`."""
+    # [pad, conv, norm, ReLU, (Dropout,) pad, conv, norm]
+    return [None, ("conv_1", "conv"), ("norm_1", "norm"), None, *([None] if dropout else []),
+            None, ("conv_2", "conv"), ("norm_2", "norm")]  # fmt: skip
 
 
 def resnet_layers(n_blocks: int, state_dict: dict[str, np.ndarray]) -> list[Layer]:
     """Where each layer of the reference's ResnetGenerator (a flat Sequential) lives in ours.
 
-    Inside a ResnetBlock the second conv is at index 5, or 6 when the
-    reference built it with dropout (`use_dropout`, pix2pix's default); the
-    file tells which.
+    Inside a ResnetBlock a Dropout follows the first ReLU when the reference
+    built it with `use_dropout` (pix2pix's default); the file tells which.
     """
-    layers: list[Layer] = [
-        ("model.1", ("Conv_0",), "conv"),
-        ("model.2", ("Norm_0",), "norm"),
-        ("model.4", ("Conv_1",), "conv"),
-        ("model.5", ("Norm_1",), "norm"),
-        ("model.7", ("Conv_2",), "conv"),
-        ("model.8", ("Norm_2",), "norm"),
-    ]
-    for i in range(n_blocks):
-        block, ours = f"model.{10 + i}.conv_block", f"ResnetBlock_{i}"
-        second = 5 if f"{block}.5.weight" in state_dict else 6
-        layers += [
-            (f"{block}.1", (ours, "Conv_0"), "conv"),
-            (f"{block}.2", (ours, "Norm_0"), "norm"),
-            (f"{block}.{second}", (ours, "Conv_1"), "conv"),
-            (f"{block}.{second + 1}", (ours, "Norm_1"), "norm"),
-        ]
-    b = n_blocks
-    layers += [
-        (f"model.{10 + b}", ("UpConv_0",), "upconv"),
-        (f"model.{11 + b}", ("Norm_3",), "norm"),
-        (f"model.{13 + b}", ("UpConv_1",), "upconv"),
-        (f"model.{14 + b}", ("Norm_4",), "norm"),
-        (f"model.{17 + b}", ("Conv_3",), "conv"),
-    ]
+    blocks = [f"block_{i}" for i in range(1, n_blocks + 1)]
+    model: list[Entry] = [
+        None, ("stem", "conv"), ("stem_norm", "norm"), None,  # ReflectionPad2d(3), c7s1, ReLU
+        ("down_1", "conv"), ("down_1_norm", "norm"), None,
+        ("down_2", "conv"), ("down_2_norm", "norm"), None,
+        *[(name, "block") for name in blocks],
+        ("up_1", "upconv"), ("up_1_norm", "norm"), None,
+        ("up_2", "upconv"), ("up_2_norm", "norm"), None,
+        None, ("head", "conv"), None,  # ReflectionPad2d(3), c7s1-out, Tanh
+    ]  # fmt: skip
+    layers: list[Layer] = []
+    for prefix, (name,), kind in _sequential("model.", model):
+        if kind != "block":
+            layers.append((prefix, (name,), kind))
+            continue
+        # Without dropout the second conv sits where the dropout's pad would be.
+        dropout = f"{prefix}.conv_block.5.weight" not in state_dict
+        layers += _sequential(f"{prefix}.conv_block.", _resnet_block(dropout), (name,))
     return layers
 
 
@@ -128,20 +152,20 @@ _RULES: dict[str, dict[str, tuple[str, tuple[str, ...], Callable]]] = {
         "bias": ("params", ("bias",), _same),
     },
     "norm": {
-        "weight": ("params", ("BatchNorm_0", "scale"), _same),
-        "bias": ("params", ("BatchNorm_0", "bias"), _same),
-        "running_mean": ("batch_stats", ("BatchNorm_0", "mean"), _same),
-        "running_var": ("batch_stats", ("BatchNorm_0", "var"), _same),
+        "weight": ("params", ("batch_norm", "scale"), _same),
+        "bias": ("params", ("batch_norm", "bias"), _same),
+        "running_mean": ("batch_stats", ("batch_norm", "mean"), _same),
+        "running_var": ("batch_stats", ("batch_norm", "var"), _same),
     },
 }
 _TO_TORCH = {"conv": (3, 2, 0, 1), "upconv": (2, 3, 0, 1)}  # HWIO -> the torch layout
 
 
 def generator_layers(config: ml_collections.ConfigDict, state_dict: dict) -> list[Layer]:
-    """The layer map for the generator that `config` describes (a ValueError if unsupported)."""
+    """The layer map for the generator that `config` describes (a ConfigError if unsupported)."""
     name, norm = config.model.generator, config.model.norm
     if norm not in SUPPORTED_NORMS:
-        raise ValueError(
+        raise ConfigError(
             f"model.norm={norm!r}: the reference's weights convert for {SUPPORTED_NORMS}"
         )
     generator = models.create_generator(
@@ -151,7 +175,7 @@ def generator_layers(config: ml_collections.ConfigDict, state_dict: dict) -> lis
         return unet_layers(generator.num_downs)
     if name in RESNET_GENERATORS:
         return resnet_layers(generator.n_blocks, state_dict)
-    raise ValueError(
+    raise ConfigError(
         f"model.generator={name!r} has no reference counterpart; the converter supports "
         f"{UNET_GENERATORS + RESNET_GENERATORS}"
     )
@@ -163,7 +187,7 @@ def convert_generator(
     """(params, batch_stats) of our generator from a reference generator state_dict.
 
     Checks that every variable of our generator is set once with the right
-    shape and that the file holds nothing else; a ValueError names the key,
+    shape and that the file holds nothing else; a DataError names the key,
     the shapes and `source`.
     """
     state_dict = _strip_data_parallel(state_dict)
@@ -182,14 +206,14 @@ def convert_generator(
             if path not in shapes:
                 continue  # e.g. no bias before a batch norm, no parameters in an instance norm
             if key not in state_dict:
-                raise ValueError(f"{source}: missing key {key!r} ({hint})")
+                raise DataError(f"{source}: missing key {key!r} ({hint})")
             value = np.asarray(state_dict[key], np.float32)
             expected = tuple(shapes[path].shape)
             needed = (
                 tuple(expected[i] for i in _TO_TORCH[kind]) if leaf == ("kernel",) else expected
             )
             if value.shape != needed:
-                raise ValueError(
+                raise DataError(
                     f"{source}: {key!r} has shape {value.shape}, the config's generator needs "
                     f"{needed} ({hint})"
                 )
@@ -200,7 +224,7 @@ def convert_generator(
         raise AssertionError(f"no reference tensor maps to {'/'.join(unset[0])}")
     for key in state_dict:
         if key not in used and not _ignored(key):
-            raise ValueError(f"{source}: unexpected key {key!r} ({hint})")
+            raise DataError(f"{source}: unexpected key {key!r} ({hint})")
     nested = traverse_util.unflatten_dict(variables)
     return nested["params"], nested.get("batch_stats", {})
 
@@ -227,9 +251,9 @@ def _expected_shapes(config: ml_collections.ConfigDict) -> dict[tuple[str, ...],
 
 def converted_state(pth: str, config: ml_collections.ConfigDict) -> Any:
     """The step-0 train state of `config` with G's variables from the reference file `pth`."""
-    train.validate_config(config)
+    config_lib.validate(config)
     params, batch_stats = convert_generator(torch_weights.load_state_dict(pth), config, pth)
-    state = train.initial_state(config, train.make_setup(config, num_train_examples=1))
+    state = assembly.initial_state(config, assembly.inference_setup(config))
     return state.replace(g_params=params, g_batch_stats=batch_stats)
 
 
@@ -238,7 +262,7 @@ def convert(pth: str, config: ml_collections.ConfigDict, workdir: str) -> Any:
     workdir = os.path.abspath(workdir)
     checkpoints = os.path.join(workdir, "checkpoints")
     if os.path.isdir(checkpoints) and os.listdir(checkpoints):
-        raise ValueError(f"{checkpoints} already holds checkpoints: convert into a new workdir")
+        raise ConfigError(f"{checkpoints} already holds checkpoints: convert into a new workdir")
     state = converted_state(pth, config)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -252,31 +276,27 @@ def convert(pth: str, config: ml_collections.ConfigDict, workdir: str) -> Any:
 
 
 def define_flags() -> None:
-    """The command line's flags (defined on demand: other commands define --workdir too)."""
+    """The command line's flags."""
     flags.DEFINE_string("pth", None, "Reference generator state_dict, e.g. latest_net_G.pth.")
     flags.DEFINE_string("workdir", None, "New workdir to write (config.json, checkpoints/).")
-    config_flags.DEFINE_config_file(
-        "config", _DEFAULT_CONFIG, "Config file describing the generator.", lock_config=True
-    )
+    cli.define_config_flag()
     flags.mark_flags_as_required(["pth", "workdir"])
 
 
-def main(argv: list[str]) -> None:
-    """Convert with the parsed flags; bad input ends with one line naming the problem."""
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+def convert_from_flags() -> None:
+    """Convert with the parsed flags and print a summary."""
     f = flags.FLAGS
-    try:
-        state = convert(f.pth, f.config, f.workdir)
-    except (ValueError, OSError) as e:
-        sys.exit(f"pix2pix_jax.convert_weights: error: {e}")
+    cli.start_runtime(f.config, announce=False)
+    state = convert(f.pth, f.config, f.workdir)
     count = models.count_params(state.g_params)
     summary = {"generator": f.config.model.generator, "params": count, "workdir": f.workdir}
     print(f"Converted {f.pth}: {json.dumps(summary)}")
 
 
+def run() -> None:
+    """The command: parse the command line, convert, report bad input in one line."""
+    cli.run(PROG, define_flags, convert_from_flags)
+
+
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run()

@@ -23,22 +23,24 @@ replacement from each set; returns (mean, standard deviation) over subsets.
 
 import numpy as np
 
+from pix2pix_jax.errors import DataError
+
 
 def _checked(features: np.ndarray, name: str, min_rows: int = 2) -> np.ndarray:
     array = np.asarray(features, np.float64)
     if array.ndim != 2:
-        raise ValueError(f"{name} must be a [num_images, dim] array, got shape {array.shape}")
+        raise DataError(f"{name} must be a [num_images, dim] array, got shape {array.shape}")
     if len(array) < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} images, got {len(array)}")
+        raise DataError(f"{name} needs at least {min_rows} images, got {len(array)}")
     if not np.isfinite(array).all():
-        raise ValueError(f"{name} holds non-finite values")
+        raise DataError(f"{name} holds non-finite values")
     return array
 
 
 def _checked_pair(features_a, features_b) -> tuple[np.ndarray, np.ndarray]:
     a, b = _checked(features_a, "features_a"), _checked(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"feature dimensions differ: {a.shape[1]} and {b.shape[1]}")
+        raise DataError(f"feature dimensions differ: {a.shape[1]} and {b.shape[1]}")
     return a, b
 
 
@@ -107,7 +109,7 @@ def kernel_inception_distance(
     """
     a, b = _checked_pair(features_a, features_b)
     if num_subsets < 1 or subset_size < 2:
-        raise ValueError(
+        raise DataError(
             f"KID needs num_subsets >= 1 and subset_size >= 2, got {num_subsets}, {subset_size}"
         )
     m = min(subset_size, len(a), len(b))

@@ -38,6 +38,7 @@ import numpy as np
 from flax import traverse_util
 
 from pix2pix_jax import torch_weights
+from pix2pix_jax.errors import DataError
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = (
@@ -214,14 +215,14 @@ def preprocess(images: jax.Array, resize: bool = True) -> jax.Array:
     """
     channels = images.shape[-1]
     if channels not in (1, 3, 4):
-        raise ValueError(f"FID images need 1, 3 or 4 channels, got shape {images.shape}")
+        raise DataError(f"FID images need 1, 3 or 4 channels, got shape {images.shape}")
     x = jnp.asarray(images, jnp.float32)
     x = jnp.repeat(x, 3, axis=-1) if channels == 1 else x[..., :3]
     if resize:
         shape = (x.shape[0], INPUT_SIZE, INPUT_SIZE, 3)
         x = jax.image.resize(x, shape, "bilinear", antialias=False)
     elif min(x.shape[1:3]) < MIN_INPUT_SIZE:
-        raise ValueError(f"FID Inception needs images of at least 75x75, got {x.shape[1:3]}")
+        raise DataError(f"FID Inception needs images of at least 75x75, got {x.shape[1:3]}")
     return x
 
 
@@ -294,17 +295,17 @@ def variables_from_state_dict(state_dict: dict[str, np.ndarray], source: str) ->
         collection, leaf, convert = _LEAVES.get(".".join(parts[-2:]), (None, None, None))
         path = (collection, *parts[:-1], leaf)
         if path not in shapes:
-            raise ValueError(f"{source}: unexpected key {key!r} for the FID Inception ({hint})")
+            raise DataError(f"{source}: unexpected key {key!r} for the FID Inception ({hint})")
         torch_shape, needed = tuple(np.shape(value)), _torch_shape(shapes[path].shape, leaf)
         if torch_shape != needed:
-            raise ValueError(
+            raise DataError(
                 f"{source}: {key!r} has shape {torch_shape}, the FID Inception needs {needed} "
                 f"({hint})"
             )
         flat[path] = convert(np.asarray(value, np.float32))
     missing = sorted(set(shapes) - set(flat))
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{source}: {len(missing)} FID Inception weights are missing, e.g. under "
             f"{'.'.join(missing[0][1:-1])!r} ({hint})"
         )

@@ -21,7 +21,6 @@ the stream (grain's `random_map` seeds each element by its index), so the
 batch of step k is the same in every run, resumed or not.
 """
 
-import collections
 import dataclasses
 from collections.abc import Iterator
 from typing import Any
@@ -32,9 +31,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from pix2pix_jax import datasets
+from pix2pix_jax import datasets, parallel
 from pix2pix_jax.datasets import images, preprocess
-from pix2pix_jax.models import BATCH_AXIS
+from pix2pix_jax.errors import ConfigError, DataError
 
 DIRECTIONS = ("AtoB", "BtoA")
 Batch = dict[str, np.ndarray]
@@ -58,27 +57,8 @@ def load_split(dataset_config: Any, split: str):
     builder = datasets.make_builder(dataset_config)  # sees what others prepared
     splits = list(builder.info.splits)
     if split not in splits:
-        raise ValueError(f"dataset {name!r} has no split {split!r}; it has {splits}")
+        raise ConfigError(f"dataset {name!r} has no split {split!r}; it has {splits}")
     return builder.as_data_source()[split]
-
-
-def check_config(config: Any) -> None:
-    """Raise ValueError naming the first unusable `config.dataset` field of the pipeline."""
-    ds = config.dataset
-    if ds.direction not in DIRECTIONS + ("",):
-        raise ValueError(f"dataset.direction={ds.direction!r} is not one of {DIRECTIONS}")
-    if ds.preprocess not in preprocess.MODES:
-        raise ValueError(f"dataset.preprocess={ds.preprocess!r} is not one of {preprocess.MODES}")
-    if not isinstance(ds.image_width, int) or ds.image_width < 0:
-        raise ValueError(f"dataset.image_width={ds.image_width!r} must be an integer >= 0")
-    for field, low in (("num_workers", 0), ("num_threads", 0), ("prefetch", 1)):
-        if not isinstance(ds[field], int) or ds[field] < low:
-            raise ValueError(f"dataset.{field}={ds[field]!r} must be an integer >= {low}")
-    if not ds.load_size_ratio >= 1:
-        raise ValueError(f"dataset.load_size_ratio={ds.load_size_ratio} must be >= 1")
-    for field in ("input_channels", "output_channels"):
-        if ds[field] not in CHANNEL_MODES:
-            raise ValueError(f"dataset.{field}={ds[field]!r} is not one of {tuple(CHANNEL_MODES)}")
 
 
 def image_shape(config: Any) -> tuple[int, int]:
@@ -121,7 +101,7 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     if image.shape[-1] == channels:
         return image
     if image.shape[-1] not in CHANNEL_MODES or channels not in CHANNEL_MODES:
-        raise ValueError(
+        raise DataError(
             f"cannot convert a {image.shape[-1]}-channel image to {channels} channels; "
             f"channel counts must be one of {tuple(CHANNEL_MODES)}"
         )
@@ -164,8 +144,7 @@ class Recipe:
 
     @classmethod
     def from_config(cls, config: Any) -> "Recipe":
-        """The recipe of `config` (checked)."""
-        check_config(config)
+        """The recipe of `config` (validated by `config.validate`)."""
         ds = config.dataset
         return cls(
             direction(ds), ds.input_channels, ds.output_channels, ds.preprocess,
@@ -219,19 +198,6 @@ def _at_size(pictures: tuple[Image.Image, ...], shape: tuple[int, int]) -> list[
     return [p if p.size == size else p.resize(size, Image.BICUBIC) for p in pictures]
 
 
-def _check_batch(batch_size: int, what: str) -> tuple[int, int]:
-    """(per-host batch, per-device batch) for a global `batch_size`."""
-    devices = jax.device_count()
-    if batch_size % devices:
-        raise ValueError(f"{what}={batch_size} must be divisible by the {devices} devices")
-    return batch_size // jax.process_count(), batch_size // devices
-
-
-def _to_devices(batch: Batch, per_device: int) -> Batch:
-    """Reshape [local batch, ...] to [local devices, per-device batch, ...]."""
-    return {k: v.reshape((-1, per_device) + v.shape[1:]) for k, v in batch.items()}
-
-
 def train_dataset(config: Any, source=None) -> grain.IterDataset:
     """The endless, shuffled, preprocessed training stream of device-shaped uint8 batches.
 
@@ -242,12 +208,14 @@ def train_dataset(config: Any, source=None) -> grain.IterDataset:
     recipe = Recipe.from_config(config)
     ds_config = config.dataset
     source = load_split(ds_config, ds_config.train_split) if source is None else source
-    local_batch, per_device = _check_batch(config.batch_size, "batch_size")
+    local_batch, per_device = parallel.split_batch(config.batch_size, "batch_size")
 
     ds = grain.MapDataset.source(source)[jax.process_index() :: jax.process_count()]
     ds = ds.shuffle(seed=config.seed).repeat()  # a new order every epoch
     ds = ds.random_map(lambda record, rng: make_example(record, recipe, rng), seed=config.seed)
-    ds = ds.batch(local_batch, drop_remainder=True).map(lambda b: _to_devices(b, per_device))
+    ds = ds.batch(local_batch, drop_remainder=True).map(
+        lambda b: parallel.to_devices(b, per_device)
+    )
     # Threads decode in parallel (Pillow releases the GIL); the buffer holds whole batches, so
     # it is kept small rather than grain's default of 500.
     threads = ds_config.num_threads
@@ -274,7 +242,7 @@ def eval_batches(config: Any, source=None) -> Iterator[Batch]:
     recipe = Recipe.from_config(config)
     ds_config = config.dataset
     source = load_split(ds_config, config.eval.split) if source is None else source
-    local_batch, per_device = _check_batch(config.eval.batch_size, "eval.batch_size")
+    local_batch, per_device = parallel.split_batch(config.eval.batch_size, "eval.batch_size")
     height, width = recipe.shape
 
     def eval_example(record: dict) -> Batch:
@@ -297,31 +265,4 @@ def eval_batches(config: Any, source=None) -> Iterator[Batch]:
         "mask": np.zeros((0,), bool),
     }
     for _ in range(num_batches):
-        yield _to_devices(padded(next(batches, empty)), per_device)
-
-
-def device_sharding() -> jax.NamedSharding:
-    """Splits a leading axis over the local devices, as `jax.pmap` over `BATCH_AXIS` expects."""
-    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (BATCH_AXIS,))
-    return jax.NamedSharding(mesh, jax.P(BATCH_AXIS))
-
-
-def prefetch_to_devices(iterator: Iterator, size: int = 2) -> Iterator[tuple[Any, Any]]:
-    """Yields (batch on the local devices, iterator state after that batch), `size` ahead.
-
-    The state travels with its batch, so the state saved with a checkpoint is
-    the one of the last batch the saved step consumed, however far ahead the
-    prefetch reads.
-    """
-    sharding = device_sharding()
-    queue = collections.deque()
-
-    def enqueue() -> None:
-        batch = next(iterator)
-        queue.append((jax.device_put(batch, sharding), iterator.get_state()))
-
-    for _ in range(size):
-        enqueue()
-    while queue:
-        yield queue.popleft()
-        enqueue()
+        yield parallel.to_devices(padded(next(batches, empty)), per_device)

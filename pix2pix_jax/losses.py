@@ -5,12 +5,18 @@ paper we halve its objective, which slows D relative to G. The generator
 minimises the non-saturating -log D(x, G(x)) plus lambda * ||y - G(x)||_1.
 Other GAN objectives of the reference implementation share the same
 interface: `discriminator_loss(real_logits, fake_logits, gan_mode)` and
-`generator_gan_loss(fake_logits, gan_mode)`. `wgangp` is the reference's
+`generator_gan_loss(fake_logits, gan_mode)`, and are entries of the
+`GAN_OBJECTIVES` registry. `wgangp` is the reference's
 Wasserstein objective on raw logits; its gradient penalty
 (`gradient_penalty`, the reference's `cal_gradient_penalty`) needs D itself
 and is added by the train step.
+
+The generator's loss is a weighted sum of named terms (`GENERATOR_TERMS`):
+each term is a function of `GeneratorInputs` and reads its weight from the
+loss config, so a new term is one function and one registry entry.
 """
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -18,69 +24,176 @@ import jax
 import jax.numpy as jnp
 import optax
 
-GAN_MODES = ("vanilla", "lsgan", "hinge", "wgangp")
+from pix2pix_jax.registry import Registry
+
+Loss = Callable[[jax.Array], jax.Array]  # logits -> mean loss (float32 scalar)
 
 
-def check_config(loss: Any) -> None:
-    """Raise a ValueError naming the first unusable field of `config.loss`."""
-    _check(loss.gan_mode)
-    for name in ("use_gan", "conditional_d"):
-        if not isinstance(loss[name], bool):
-            raise ValueError(f"loss.{name} must be True or False, got {loss[name]!r}")
-    for name in ("lambda_l1", "lambda_gp"):
-        value = loss[name]
-        # NaN passes on purpose: the loop's divergence check reports it by step.
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ValueError(f"loss.{name} must be a non-negative number, got {value!r}")
-    if not loss.use_gan and loss.lambda_l1 == 0:
-        raise ValueError(
-            "nothing to train: loss.use_gan=False and loss.lambda_l1=0 leave the generator "
-            "without a loss; set lambda_l1 > 0 (L1 only) or use_gan=True (GAN only)"
-        )
+@dataclasses.dataclass(frozen=True)
+class GanObjective:
+    """A GAN objective as three functions of D's logits, each a mean float32 loss.
+
+    `d_real`/`d_fake` are D's terms on real and on generated pairs (D's loss
+    is half their sum); `g` is G's adversarial loss on generated pairs.
+    `gradient_penalty` marks objectives whose D loss adds `gradient_penalty`.
+    """
+
+    d_real: Loss
+    d_fake: Loss
+    g: Loss
+    gradient_penalty: bool = False
 
 
-def _check(gan_mode: str) -> None:
-    if gan_mode not in GAN_MODES:
-        raise ValueError(f"loss.gan_mode={gan_mode!r} is not one of {GAN_MODES}")
+GAN_OBJECTIVES: Registry[GanObjective] = Registry("loss.gan_mode")
 
 
-def _to_label(logits: jax.Array, is_real: bool, gan_mode: str) -> jax.Array:
-    """Mean loss of pushing `logits` towards "real" (or "fake")."""
-    logits = logits.astype(jnp.float32)
-    target = jnp.full_like(logits, 1.0 if is_real else 0.0)
-    if gan_mode == "vanilla":
-        return optax.sigmoid_binary_cross_entropy(logits, target).mean()
-    return jnp.mean((logits - target) ** 2)  # lsgan
+def _f32(logits: jax.Array) -> jax.Array:
+    return logits.astype(jnp.float32)
+
+
+def _bce(target: float) -> Loss:
+    return lambda logits: optax.sigmoid_binary_cross_entropy(
+        _f32(logits), jnp.full(logits.shape, target, jnp.float32)
+    ).mean()
+
+
+def _squared(target: float) -> Loss:
+    return lambda logits: jnp.mean((_f32(logits) - target) ** 2)
+
+
+GAN_OBJECTIVES.register("vanilla")(GanObjective(_bce(1.0), _bce(0.0), _bce(1.0)))
+GAN_OBJECTIVES.register("lsgan")(GanObjective(_squared(1.0), _squared(0.0), _squared(1.0)))
+GAN_OBJECTIVES.register("hinge")(
+    GanObjective(
+        d_real=lambda r: jax.nn.relu(1.0 - _f32(r)).mean(),
+        d_fake=lambda f: jax.nn.relu(1.0 + _f32(f)).mean(),
+        g=lambda f: -_f32(f).mean(),
+    )
+)
+# The reference's GANLoss for wgangp: -mean(real), +mean(fake), on raw logits.
+GAN_OBJECTIVES.register("wgangp")(
+    GanObjective(
+        d_real=lambda r: -_f32(r).mean(),
+        d_fake=lambda f: _f32(f).mean(),
+        g=lambda f: -_f32(f).mean(),
+        gradient_penalty=True,
+    )
+)
+GAN_MODES = GAN_OBJECTIVES.names()
 
 
 def discriminator_loss(
     real_logits: jax.Array, fake_logits: jax.Array, gan_mode: str = "vanilla"
 ) -> jax.Array:
     """The discriminator's loss, halved as in the paper: 0.5 * (real term + fake term)."""
-    _check(gan_mode)
-    if gan_mode == "hinge":
-        real = jax.nn.relu(1.0 - real_logits.astype(jnp.float32)).mean()
-        fake = jax.nn.relu(1.0 + fake_logits.astype(jnp.float32)).mean()
-    elif gan_mode == "wgangp":  # the reference's GANLoss: -mean(real), +mean(fake)
-        real = -real_logits.astype(jnp.float32).mean()
-        fake = fake_logits.astype(jnp.float32).mean()
-    else:
-        real = _to_label(real_logits, True, gan_mode)
-        fake = _to_label(fake_logits, False, gan_mode)
-    return 0.5 * (real + fake)
+    objective = GAN_OBJECTIVES.get(gan_mode)
+    return 0.5 * (objective.d_real(real_logits) + objective.d_fake(fake_logits))
 
 
 def generator_gan_loss(fake_logits: jax.Array, gan_mode: str = "vanilla") -> jax.Array:
     """The generator's adversarial loss (non-saturating for `vanilla`)."""
-    _check(gan_mode)
-    if gan_mode in ("hinge", "wgangp"):
-        return -fake_logits.astype(jnp.float32).mean()
-    return _to_label(fake_logits, True, gan_mode)
+    return GAN_OBJECTIVES.get(gan_mode).g(fake_logits)
 
 
 def l1_loss(prediction: jax.Array, target: jax.Array) -> jax.Array:
     """Mean absolute error, in float32 whatever the inputs' dtype."""
     return jnp.mean(jnp.abs(prediction.astype(jnp.float32) - target.astype(jnp.float32)))
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorInputs:
+    """What a generator loss term may read: the batch, G's output and D's view of it.
+
+    `fake_logits` is None when no term that needs D is active.
+    """
+
+    input: jax.Array
+    fake: jax.Array
+    target: jax.Array
+    fake_logits: jax.Array | None = None
+    gan_mode: str = "vanilla"
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorTerm:
+    """One term of G's loss: its value, its weight in the config, and what it needs.
+
+    `weight(loss_config)` reads the term's weight; a term of weight 0 is left
+    out of the loss and reported as 0, unless `always_reported` (a cheap term
+    the metrics contract lists, such as L1) — then it is computed and logged.
+    """
+
+    value: Callable[[GeneratorInputs], jax.Array]
+    weight: Callable[[Any], float]
+    needs_discriminator: bool = False
+    always_reported: bool = False
+
+
+#: Generator loss terms; each is logged as g_<name>, the weighted sum as g_loss.
+GENERATOR_TERMS: Registry[GeneratorTerm] = Registry("generator loss term")
+GENERATOR_TERMS.register("gan")(
+    GeneratorTerm(
+        value=lambda t: generator_gan_loss(t.fake_logits, t.gan_mode),
+        weight=lambda loss: 1.0 if loss.use_gan else 0.0,
+        needs_discriminator=True,
+    )
+)
+GENERATOR_TERMS.register("l1")(
+    GeneratorTerm(
+        value=lambda t: l1_loss(t.fake, t.target),
+        weight=lambda loss: loss.lambda_l1,
+        always_reported=True,
+    )
+)
+
+
+def generator_terms(loss: Any) -> tuple[tuple[str, float], ...]:
+    """(name, weight) of every generator term, in registry order, from `config.loss`."""
+    return tuple((name, float(GENERATOR_TERMS.get(name).weight(loss))) for name in GENERATOR_TERMS)
+
+
+def generator_loss(
+    terms: tuple[tuple[str, float], ...], inputs: GeneratorInputs
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """G's loss, sum of weight * term over the active terms, and each term as g_<name>.
+
+    A term whose weight is 0 adds nothing (not even 0 * NaN); see `GeneratorTerm`.
+    """
+    total = jnp.zeros((), jnp.float32)
+    reported = {}
+    for name, weight in terms:
+        term = GENERATOR_TERMS.get(name)
+        if weight == 0 and not term.always_reported:
+            reported[f"g_{name}"] = jnp.zeros((), jnp.float32)
+            continue
+        value = term.value(inputs)
+        reported[f"g_{name}"] = value
+        if weight != 0:
+            total = total + (value if weight == 1 else weight * value)
+    return total, reported
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+    """What the train step needs of `config.loss`, read in one place (hashable, static).
+
+    `g_terms` is G's loss as (term name, weight) pairs (see `generator_terms`).
+    """
+
+    gan_mode: str = "vanilla"
+    g_terms: tuple[tuple[str, float], ...] = (("gan", 1.0), ("l1", 100.0))
+    conditional_d: bool = True
+    lambda_gp: float = 10.0
+
+    @classmethod
+    def from_config(cls, loss: Any) -> "LossSettings":
+        """The settings of `config.loss` (validated by `config.validate`)."""
+        return cls(loss.gan_mode, generator_terms(loss), loss.conditional_d, loss.lambda_gp)
+
+    @property
+    def use_gan(self) -> bool:
+        """Whether an active generator term needs D (and so D is trained)."""
+        return any(w != 0 and GENERATOR_TERMS.get(n).needs_discriminator for n, w in self.g_terms)
 
 
 def gradient_penalty(

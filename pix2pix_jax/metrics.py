@@ -9,8 +9,29 @@ scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=1)``.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
+
+#: Metrics that can pick the best checkpoint, and whether lower or higher is better.
+BEST_DIRECTIONS = {
+    "l1": "lower", "psnr": "higher", "ssim": "higher", "fid": "lower", "kid": "lower",
+}  # fmt: skip
+#: Set-level metrics: computed over the whole split from Inception features, not per image.
+SET_METRICS = ("fid", "kid")
+
+
+def improves(metric: str, value: float, best: float | None) -> bool:
+    """Whether `value` of `metric` is strictly better than `best` (None: nothing yet).
+
+    A non-finite value never is.
+    """
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best if BEST_DIRECTIONS[metric] == "lower" else value > best
 
 
 def _to_unit(images: jax.Array) -> jax.Array:

@@ -14,7 +14,8 @@ Each image is translated on its own, whatever the batch: in `paper` mode batch
 norm uses that image's statistics (the reference tests with batch size 1),
 and its dropout key is a function of (seed, sample, file name) only, so an
 image gets the same noise alone or in a folder, whatever --batch_size, and
-the same command gives the same images.
+the same command gives the same images. Installed as the console script
+`pix2pix-predict`.
 """
 
 import os
@@ -26,11 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
-from absl import app, flags, logging
+from absl import flags
 from PIL import Image
 
-from pix2pix_jax import checkpointing, evaluate, input_pipeline, steps, writers
+from pix2pix_jax import assembly, cli, evaluate, input_pipeline, steps, writers
 from pix2pix_jax.datasets import images
+from pix2pix_jax.errors import ConfigError, DataError, MissingFileError
+
+PROG = "pix2pix_jax.predict"
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 
@@ -40,11 +44,11 @@ def list_inputs(path: str) -> list[str]:
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"input {path!r}: no such file or folder")
+        raise MissingFileError(f"input {path!r}: no such file or folder")
     names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
     files = [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
     if not files:
-        raise ValueError(f"input folder {path!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(f"input folder {path!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return files
 
 
@@ -54,7 +58,7 @@ def read_image(path: str, channels: int) -> np.ndarray:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise ValueError(f"{path}: cannot read the image ({e})") from e
+        raise DataError(f"{path}: cannot read the image ({e})") from e
     # The training pipeline's decoder: 16-bit images are scaled to 8 bits, not clipped.
     picture = images.decode(data, path)
     converted = picture.convert(input_pipeline.CHANNEL_MODES[channels])
@@ -71,12 +75,12 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def output_names(inputs: list[str], num_samples: int) -> list[list[str]]:
-    """For each input, the file names of its `num_samples` outputs (ValueError on a clash)."""
+    """For each input, the file names of its `num_samples` outputs (DataError on a clash)."""
     stems = [os.path.splitext(os.path.basename(p))[0] for p in inputs]
     seen: dict[str, str] = {}
     for stem, path in zip(stems, inputs, strict=True):
         if stem in seen:
-            raise ValueError(f"inputs {seen[stem]!r} and {path!r} would both be written as {stem}")
+            raise DataError(f"inputs {seen[stem]!r} and {path!r} would both be written as {stem}")
         seen[stem] = path
     if num_samples == 1:
         return [[f"{stem}.png"] for stem in stems]
@@ -119,18 +123,18 @@ def predict(
     `mode` defaults to the run's `eval.mode` and `seed` to its `seed`.
     """
     if num_samples < 1 or batch_size < 1:
-        raise ValueError(
+        raise ConfigError(
             f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}"
         )
     evaluate.check_mode(mode)
     inputs = list_inputs(input_path)
     names = [[os.path.join(output, n) for n in ns] for ns in output_names(inputs, num_samples)]
-    config, state, _ = checkpointing.restore_for_inference(workdir, checkpoint)
+    config, state, _ = assembly.restore_for_inference(workdir, checkpoint)
     mode = config.eval.mode if mode is None else mode
     if mode == "deterministic" and num_samples > 1:
-        raise ValueError("num_samples > 1 needs mode=paper: deterministic mode has no noise")
+        raise ConfigError("num_samples > 1 needs mode=paper: deterministic mode has no noise")
     seed = config.seed if seed is None else seed
-    translate = make_translate(state, checkpointing.inference_setup(config), mode)
+    translate = make_translate(state, assembly.inference_setup(config), mode)
     os.makedirs(output, exist_ok=True)
     batch_size = min(batch_size, len(inputs))  # every batch this size: one compiled shape
     written = []
@@ -159,7 +163,7 @@ def _translate_batch(translate, config, paths, outputs, seed, batch_size) -> lis
 
 
 def define_flags() -> None:
-    """The command line's flags (defined on demand: other commands define --workdir too)."""
+    """The command line's flags."""
     flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).")
     flags.DEFINE_string("input", None, "An image, or a folder of images.")
     flags.DEFINE_string("output", None, "Folder for the translated images.")
@@ -171,23 +175,20 @@ def define_flags() -> None:
     flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
-def main(argv: list[str]) -> None:
-    """Translate with the parsed flags; bad input ends with one line naming the problem."""
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+def predict_from_flags() -> None:
+    """Translate with the parsed flags."""
     f = flags.FLAGS
-    try:
-        evaluate.configure_runtime(f.workdir)
-        written = predict(
-            f.workdir, f.input, f.output, f.checkpoint, f.mode, f.num_samples, f.batch_size, f.seed
-        )
-    except (ValueError, OSError) as e:
-        sys.exit(f"pix2pix_jax.predict: error: {e}")
+    cli.start_runtime_of(f.workdir)
+    written = predict(
+        f.workdir, f.input, f.output, f.checkpoint, f.mode, f.num_samples, f.batch_size, f.seed
+    )
     print(f"Wrote {len(written)} image(s) to {f.output}")
 
 
+def run() -> None:
+    """The command: parse the command line, translate, report bad input in one line."""
+    cli.run(PROG, define_flags, predict_from_flags)
+
+
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    run()

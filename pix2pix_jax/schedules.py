@@ -22,29 +22,36 @@ scheduler); with `'steps'` the same formulas read e = count.
 """
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ("constant", "linear", "step", "cosine")
+from pix2pix_jax.errors import ConfigError
+from pix2pix_jax.registry import Registry
+
 UNITS = ("epochs", "steps")
 EPOCH_COUNT = 1  # The reference's --epoch_count: we resume by step, so it stays 1.
+
+Factor = Callable[[jnp.ndarray], jnp.ndarray]  # 0-based epoch (or step) index -> rate factor
+#: optimizer.schedule -> a function of `config.optimizer` giving the rate's factor of e
+#: (None: a constant rate).
+SCHEDULES: Registry[Callable[[Any], Factor | None]] = Registry("optimizer.schedule")
 
 
 def _check_int(opt: Any, name: str, minimum: int) -> None:
     value = opt[name]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive integer" if minimum == 1 else "a non-negative integer"
-        raise ValueError(f"optimizer.{name} must be {kind}, got {value!r}")
+        raise ConfigError(f"optimizer.{name} must be {kind}, got {value!r}")
 
 
 def check(opt: Any) -> None:
-    """Raise a ValueError naming the first unusable schedule field of `config.optimizer`."""
-    if opt.schedule not in SCHEDULES:
-        raise ValueError(f"optimizer.schedule={opt.schedule!r} is not one of {SCHEDULES}")
+    """Raise a ConfigError naming the first unusable schedule field of `config.optimizer`."""
+    SCHEDULES.get(opt.schedule)
     if opt.schedule_unit not in UNITS:
-        raise ValueError(f"optimizer.schedule_unit={opt.schedule_unit!r} is not one of {UNITS}")
+        raise ConfigError(f"optimizer.schedule_unit={opt.schedule_unit!r} is not one of {UNITS}")
     # cosine divides by n_epochs (its T_max); linear accepts 0 (decay from the start).
     _check_int(opt, "n_epochs", 1 if opt.schedule == "cosine" else 0)
     _check_int(opt, "n_epochs_decay", 0)
@@ -59,7 +66,7 @@ def needs_epochs(opt: Any) -> bool:
 def steps_per_epoch(num_train_examples: int, batch_size: int) -> int:
     """Optimisation steps in one epoch: ceil(N / batch), the reference's len(DataLoader)."""
     if num_train_examples < 1:
-        raise ValueError(f"the train split is empty ({num_train_examples} examples)")
+        raise ConfigError(f"the train split is empty ({num_train_examples} examples)")
     return -(-num_train_examples // batch_size)
 
 
@@ -79,6 +86,15 @@ def cosine_factor(e: jnp.ndarray, t_max: int) -> jnp.ndarray:
     return 0.5 * (1.0 + jnp.cos(math.pi * e.astype(jnp.float32) / t_max))
 
 
+# The fields are read when the schedule is made: it must not follow later edits of the config.
+SCHEDULES.register("constant")(lambda opt: None)
+SCHEDULES.register("linear")(
+    lambda opt: lambda e, n=opt.n_epochs, d=opt.n_epochs_decay: linear_factor(e, n, d)
+)
+SCHEDULES.register("step")(lambda opt: lambda e, k=opt.lr_decay_iters: step_factor(e, k))
+SCHEDULES.register("cosine")(lambda opt: lambda e, t=opt.n_epochs: cosine_factor(e, t))
+
+
 def make_schedule(opt: Any, steps_in_epoch: int | None = None) -> optax.Schedule:
     """The schedule that `config.optimizer` describes, as a jittable function of the count.
 
@@ -86,21 +102,15 @@ def make_schedule(opt: Any, steps_in_epoch: int | None = None) -> optax.Schedule
     """
     check(opt)
     base = opt.learning_rate
-    if opt.schedule == "constant":
+    factor = SCHEDULES.get(opt.schedule)(opt)
+    if factor is None:
         return optax.constant_schedule(base)
     if opt.schedule_unit == "epochs" and not steps_in_epoch:
-        raise ValueError(
+        raise ConfigError(
             f"optimizer.schedule={opt.schedule!r} with schedule_unit='epochs' needs the "
             "number of steps per epoch (pass num_train_examples)"
         )
     per_unit = steps_in_epoch if opt.schedule_unit == "epochs" else 1
-    # Read the fields now: the schedule must not follow later edits of the config.
-    n_epochs, n_decay, step_size = opt.n_epochs, opt.n_epochs_decay, opt.lr_decay_iters
-    factor = {
-        "linear": lambda e: linear_factor(e, n_epochs, n_decay),
-        "step": lambda e: step_factor(e, step_size),
-        "cosine": lambda e: cosine_factor(e, n_epochs),
-    }[opt.schedule]
 
     def schedule(count):
         e = jnp.asarray(count, jnp.int32) // per_unit  # staircase: one value per epoch

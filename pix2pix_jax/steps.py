@@ -19,7 +19,8 @@ import optax
 from jax import lax
 
 from pix2pix_jax import augment, losses, metrics, schedules
-from pix2pix_jax.models import BATCH_AXIS
+from pix2pix_jax.errors import ConfigError
+from pix2pix_jax.parallel import BATCH_AXIS
 
 PyTree = Any
 Batch = dict[str, jax.Array]
@@ -41,13 +42,12 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """The static pieces a step closes over: networks, optimisers and loss settings.
+    """The static pieces a step closes over: networks, optimisers and the loss.
 
-    `use_gan=False` trains G on lambda_l1 * L1 alone and leaves D untouched;
-    `conditional_d=False` shows D the image only, not the (input, image) pair;
-    `lambda_gp` weighs the gradient penalty of `gan_mode='wgangp'`; `load_shape`
-    is the size the paper's jitter resizes to on the device, when the input
-    pipeline leaves it to the step (see `augment`).
+    `loss` holds the GAN objective, G's weighted loss terms, whether D is
+    conditional and the gradient penalty's weight (see `losses.LossSettings`);
+    `load_shape` is the size the paper's jitter resizes to on the device, when
+    the input pipeline leaves it to the step (see `augment`).
     """
 
     generator: nn.Module
@@ -55,12 +55,13 @@ class Setup:
     g_tx: optax.GradientTransformation
     d_tx: optax.GradientTransformation
     seed: int
-    gan_mode: str = "vanilla"
-    lambda_l1: float = 100.0
-    use_gan: bool = True
-    conditional_d: bool = True
-    lambda_gp: float = 10.0
+    loss: losses.LossSettings = losses.LossSettings()
     load_shape: tuple[int, int] | None = None
+
+    @property
+    def use_gan(self) -> bool:
+        """Whether D is trained: some active generator term needs it."""
+        return self.loss.use_gan
 
 
 def init_state(setup: Setup, image_shape: tuple[int, int, int], input_channels: int) -> TrainState:
@@ -70,7 +71,7 @@ def init_state(setup: Setup, image_shape: tuple[int, int, int], input_channels: 
     x = jnp.zeros((1, h, w, input_channels))
     g_vars = setup.generator.init({"params": g_key}, x, train=False)
     # D is built (and checkpointed) even when use_gan is False: one state layout for all rows.
-    d_channels = out_channels + (input_channels if setup.conditional_d else 0)
+    d_channels = out_channels + (input_channels if setup.loss.conditional_d else 0)
     d_vars = setup.discriminator.init(
         {"params": d_key}, jnp.zeros((1, h, w, d_channels)), train=False
     )
@@ -113,7 +114,7 @@ def to_model_range(images: jax.Array) -> jax.Array:
 def d_input(setup: Setup, x: jax.Array, y: jax.Array) -> jax.Array:
     """What D sees: the (input, image) pair, or the image alone when not conditional."""
     y = y.astype(x.dtype)
-    return jnp.concatenate([x, y], axis=-1) if setup.conditional_d else y
+    return jnp.concatenate([x, y], axis=-1) if setup.loss.conditional_d else y
 
 
 def _discriminate(setup: Setup, d_params, batch_stats, d_in):
@@ -127,35 +128,71 @@ def _discriminate(setup: Setup, d_params, batch_stats, d_in):
     return logits, updates.get("batch_stats", {})
 
 
-def _update_discriminator(state: TrainState, setup: Setup, x, y, fake):
-    """D's update on the fake and the real pair: (params, batch stats, opt state, metrics)."""
+def _d_loss_fn(d_params, state: TrainState, setup: Setup, real_in, fake_in):
+    """D's loss on the fake and the real pair (plus the gradient penalty), and its aux."""
+    fake_logits, stats = _discriminate(setup, d_params, state.d_batch_stats, fake_in)
+    real_logits, stats = _discriminate(setup, d_params, stats, real_in)
+    loss = losses.discriminator_loss(real_logits, fake_logits, setup.loss.gan_mode)
+    objective = losses.GAN_OBJECTIVES.get(setup.loss.gan_mode)
+    if not (objective.gradient_penalty and setup.loss.lambda_gp > 0):
+        return loss, (stats, {})
+    alpha = jax.random.uniform(penalty_key(setup.seed, state.step), (real_in.shape[0], 1, 1, 1))
+    # D runs in train mode, as in its loss terms, so the penalised function is the one
+    # trained (normalised by batch statistics). The interpolates' batch-stat updates
+    # are dropped: they are not pairs D is ever asked about, and keeping them would
+    # make the running averages differ between modes for no use (D always runs in
+    # train mode, so nothing reads them). PyTorch would fold them in.
+    gp = losses.gradient_penalty(
+        lambda v: _discriminate(setup, d_params, stats, v)[0],
+        real_in, fake_in, alpha, setup.loss.lambda_gp,
+    )  # fmt: skip
+    # Added after the 0.5: the halving is the reference's for its two GAN terms.
+    return loss + gp, (stats, {"d_gp": gp})
+
+
+def _update_discriminator(state: TrainState, setup: Setup, x, y, fake) -> tuple[TrainState, dict]:
+    """`state` with D's params, batch stats and optimizer state updated; and D's metrics."""
     real_in, fake_in = d_input(setup, x, y), d_input(setup, x, lax.stop_gradient(fake))
-    use_gp = setup.gan_mode == "wgangp" and setup.lambda_gp > 0
-
-    def d_loss_fn(d_params):
-        fake_logits, stats = _discriminate(setup, d_params, state.d_batch_stats, fake_in)
-        real_logits, stats = _discriminate(setup, d_params, stats, real_in)
-        loss = losses.discriminator_loss(real_logits, fake_logits, setup.gan_mode)
-        if not use_gp:
-            return loss, (stats, {})
-        alpha = jax.random.uniform(penalty_key(setup.seed, state.step), (x.shape[0], 1, 1, 1))
-        # D runs in train mode, as in its loss terms, so the penalised function is the one
-        # trained (normalised by batch statistics). The interpolates' batch-stat updates
-        # are dropped: they are not pairs D is ever asked about, and keeping them would
-        # make the running averages differ between modes for no use (D always runs in
-        # train mode, so nothing reads them). PyTorch would fold them in.
-        gp = losses.gradient_penalty(
-            lambda v: _discriminate(setup, d_params, stats, v)[0],
-            real_in, fake_in, alpha, setup.lambda_gp,
-        )  # fmt: skip
-        # Added after the 0.5: the halving is the reference's for its two GAN terms.
-        return loss + gp, (stats, {"d_gp": gp})
-
-    (d_loss, (stats, extra)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
+    loss_fn = functools.partial(
+        _d_loss_fn, state=state, setup=setup, real_in=real_in, fake_in=fake_in
+    )
+    (d_loss, (stats, extra)), d_grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
     d_grads = lax.pmean(d_grads, BATCH_AXIS)
     d_updates, d_opt_state = setup.d_tx.update(d_grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
-    return d_params, stats, d_opt_state, {"d_loss": d_loss, **extra}
+    state = state.replace(
+        d_params=optax.apply_updates(state.d_params, d_updates),
+        d_batch_stats=stats,
+        d_opt_state=d_opt_state,
+    )
+    return state, {"d_loss": d_loss, **extra}
+
+
+def _generator_forward(state: TrainState, setup: Setup, x):
+    """G(x) in train mode, the VJP of G's params, and G's new batch statistics."""
+
+    def forward(g_params):
+        fake, updates = setup.generator.apply(
+            {"params": g_params, "batch_stats": state.g_batch_stats},
+            x,
+            train=True,
+            rngs={"dropout": dropout_key(setup.seed, state.step)},
+            mutable=["batch_stats"],
+        )
+        return fake, updates.get("batch_stats", {})
+
+    return jax.vjp(forward, state.g_params, has_aux=True)
+
+
+def _generator_loss_fn(fake, state: TrainState, setup: Setup, x, y):
+    """G's weighted loss terms on `fake` against the freshly updated D; aux: (terms, D stats)."""
+    fake_logits, stats = None, state.d_batch_stats
+    if setup.use_gan:
+        fake_logits, stats = _discriminate(
+            setup, state.d_params, state.d_batch_stats, d_input(setup, x, fake)
+        )
+    inputs = losses.GeneratorInputs(x, fake, y, fake_logits, setup.loss.gan_mode)
+    g_loss, terms = losses.generator_loss(setup.loss.g_terms, inputs)
+    return g_loss, (terms, stats)
 
 
 def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainState, dict]:
@@ -169,55 +206,25 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainStat
     if augment.JITTER_KEYS[0] in batch:
         batch = augment.jitter(batch, setup.load_shape)
     x, y = to_model_range(batch["input"]), to_model_range(batch["target"])
-
-    def generate(g_params):
-        fake, updates = setup.generator.apply(
-            {"params": g_params, "batch_stats": state.g_batch_stats},
-            x,
-            train=True,
-            rngs={"dropout": dropout_key(setup.seed, state.step)},
-            mutable=["batch_stats"],
-        )
-        return fake, updates.get("batch_stats", {})
-
-    fake, g_vjp, g_batch_stats = jax.vjp(generate, state.g_params, has_aux=True)
-    if setup.use_gan:
-        d_params, d_batch_stats, d_opt_state, d_metrics = _update_discriminator(
-            state, setup, x, y, fake
-        )
-    else:  # "L1 only": D keeps its params, batch statistics and optimizer state
-        d_params, d_batch_stats = state.d_params, state.d_batch_stats
-        d_opt_state, d_metrics = state.d_opt_state, {"d_loss": jnp.zeros((), jnp.float32)}
-
-    def g_loss_fn(fake):
-        g_l1 = losses.l1_loss(fake, y)
-        # lambda_l1 = 0 drops the term (GAN / cGAN only); g_l1 is still reported.
-        g_loss = setup.lambda_l1 * g_l1 if setup.lambda_l1 != 0 else jnp.zeros((), jnp.float32)
-        if not setup.use_gan:
-            return g_loss, (jnp.zeros((), jnp.float32), g_l1, d_batch_stats)
-        fake_logits, stats = _discriminate(setup, d_params, d_batch_stats, d_input(setup, x, fake))
-        g_gan = losses.generator_gan_loss(fake_logits, setup.gan_mode)
-        return g_gan + g_loss, (g_gan, g_l1, stats)
-
-    (g_loss, (g_gan, g_l1, d_batch_stats)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        fake
-    )
+    fake, g_vjp, g_batch_stats = _generator_forward(state, setup, x)
+    d_metrics = {"d_loss": jnp.zeros((), jnp.float32)}
+    if setup.use_gan:  # otherwise ("L1 only") D keeps its params, statistics and moments
+        state, d_metrics = _update_discriminator(state, setup, x, y, fake)
+    loss_fn = functools.partial(_generator_loss_fn, state=state, setup=setup, x=x, y=y)
+    (g_loss, (terms, d_batch_stats)), fake_grad = jax.value_and_grad(loss_fn, has_aux=True)(fake)
     (g_grads,) = g_vjp(fake_grad)
     g_grads = lax.pmean(g_grads, BATCH_AXIS)
     g_updates, g_opt_state = setup.g_tx.update(g_grads, state.g_opt_state, state.g_params)
-
-    new_state = TrainState(
+    new_state = state.replace(
         step=state.step + 1,
         g_params=optax.apply_updates(state.g_params, g_updates),
         # Running averages are only read by deterministic evaluation; averaging
         # them keeps the replicas identical, so any device's copy is the state.
         g_batch_stats=lax.pmean(g_batch_stats, BATCH_AXIS),
         g_opt_state=g_opt_state,
-        d_params=d_params,
         d_batch_stats=lax.pmean(d_batch_stats, BATCH_AXIS),
-        d_opt_state=d_opt_state,
     )
-    step_metrics = {"g_loss": g_loss, "g_gan": g_gan, "g_l1": g_l1, **d_metrics}
+    step_metrics = {"g_loss": g_loss, **terms, **d_metrics}
     return new_state, lax.pmean(step_metrics, BATCH_AXIS)
 
 
@@ -232,7 +239,7 @@ def generate(state: TrainState, x: jax.Array, setup: Setup, mode: str, key: jax.
     if mode == "deterministic":
         return setup.generator.apply(variables, x, train=False)
     if mode != "paper":
-        raise ValueError(f"eval.mode={mode!r} is not one of {EVAL_MODES}")
+        raise ConfigError(f"eval.mode={mode!r} is not one of {EVAL_MODES}")
     fake, _ = setup.generator.apply(
         variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"]
     )
@@ -263,23 +270,13 @@ def eval_step(state: TrainState, batch: Batch, setup: Setup, mode: str) -> tuple
 def learning_rate_schedule(config: Any, num_train_examples: int | None = None) -> optax.Schedule:
     """The learning rate as a function of optax's update count (step - 1).
 
-    Epoch-based schedules need the size of the train split; without
-    `num_train_examples` it is read from the dataset (see `schedules`).
+    Epoch-based schedules need the size of the train split (`num_train_examples`).
     """
     opt = config.optimizer
     per_epoch = None
-    if schedules.needs_epochs(opt):
-        if num_train_examples is None:
-            num_train_examples = _train_split_size(config)
+    if schedules.needs_epochs(opt) and num_train_examples is not None:
         per_epoch = schedules.steps_per_epoch(num_train_examples, config.batch_size)
     return schedules.make_schedule(opt, per_epoch)
-
-
-def _train_split_size(config: Any) -> int:
-    # Imported here: the functional core needs the data only for this fallback.
-    from pix2pix_jax import input_pipeline
-
-    return len(input_pipeline.load_split(config.dataset, config.dataset.train_split))
 
 
 def make_optimizer(
@@ -295,15 +292,3 @@ def make_optimizer(
         b1=config.optimizer.b1,
         b2=config.optimizer.b2,
     )
-
-
-def pmapped_train_step(setup: Setup):
-    """`train_step` mapped over the local devices, donating the old state's buffers."""
-    return jax.pmap(
-        functools.partial(train_step, setup=setup), axis_name=BATCH_AXIS, donate_argnums=(0,)
-    )
-
-
-def pmapped_eval_step(setup: Setup, mode: str):
-    """`eval_step` mapped over the local devices."""
-    return jax.pmap(functools.partial(eval_step, setup=setup, mode=mode), axis_name=BATCH_AXIS)

@@ -30,6 +30,8 @@ from typing import IO, Any
 import ml_dtypes
 import numpy as np
 
+from pix2pix_jax.errors import DataError, MissingFileError
+
 # torch.<Name>Storage -> numpy dtype of its elements.
 STORAGE_DTYPES = {
     "FloatStorage": np.dtype(np.float32),
@@ -101,7 +103,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise ValueError(
+            raise DataError(
                 f"{self.path}: refusing to load the global {module}.{name}: only tensors in "
                 "(ordered) dicts are read from a weights file"
             ) from None
@@ -109,23 +111,23 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> _StorageRef:
         # zip: ('storage', type, key, location, numel); legacy adds view_metadata.
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
-            raise ValueError(f"{self.path}: unsupported persistent object {pid!r:.80}")
+            raise DataError(f"{self.path}: unsupported persistent object {pid!r:.80}")
         storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
         if not isinstance(storage_type, _StorageType):
-            raise ValueError(f"{self.path}: unsupported storage type {storage_type!r:.80}")
+            raise DataError(f"{self.path}: unsupported storage type {storage_type!r:.80}")
         if len(pid) == 6 and pid[5] is not None:
-            raise ValueError(f"{self.path}: storage views (legacy view_metadata) are not supported")
+            raise DataError(f"{self.path}: storage views (legacy view_metadata) are not supported")
         return self.storages.setdefault(key, _StorageRef(key, storage_type.dtype, numel))
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
     """The tensors of a PyTorch state_dict file, by name, as numpy arrays (NCHW layouts kept).
 
-    Raises FileNotFoundError if `path` does not exist and ValueError if it is
+    Raises MissingFileError if `path` does not exist and DataError if it is
     not a state_dict saved by `torch.save` (naming the file and the problem).
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise MissingFileError(f"weights file {path} does not exist")
     try:
         if zipfile.is_zipfile(path):
             obj, storages = _load_zip(path)
@@ -138,7 +140,7 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
         MemoryError,  # a corrupted length field
     ) as e:  # fmt: skip
         # Malformed pickles fail in many ways; each means the same thing to the user.
-        raise ValueError(
+        raise DataError(
             f"{path} is not a readable PyTorch weights file (torch.save's zip or legacy "
             f"format): {e}"
         ) from None
@@ -149,7 +151,7 @@ def _load_zip(path: str) -> tuple[Any, dict[str, np.ndarray]]:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
         if not pickles:
-            raise ValueError(f"{path} is a zip file without data.pkl: not a torch.save file")
+            raise DataError(f"{path} is a zip file without data.pkl: not a torch.save file")
         prefix = pickles[0][: -len("data.pkl")]
         order = "little"
         if prefix + "byteorder" in names:
@@ -161,7 +163,7 @@ def _load_zip(path: str) -> tuple[Any, dict[str, np.ndarray]]:
         for key, ref in unpickler.storages.items():
             name = f"{prefix}data/{key}"
             if name not in names:
-                raise ValueError(f"{path}: storage {key} is missing from the archive")
+                raise DataError(f"{path}: storage {key} is missing from the archive")
             storages[key] = _checked_buffer(archive.read(name), ref, path, order)
     return obj, storages
 
@@ -170,19 +172,19 @@ def _load_legacy(path: str) -> tuple[Any, dict[str, np.ndarray]]:
     with open(path, "rb") as f:
         # A legacy file starts with a pickle (protocol >= 2) of the magic number.
         if f.read(1) != b"\x80":
-            raise ValueError(
+            raise DataError(
                 f"{path} is not a PyTorch weights file (neither torch.save's zip format nor its "
                 "legacy pickle format)"
             )
         f.seek(0)
         header = _RestrictedUnpickler(f, path)
         if header.load() != _LEGACY_MAGIC:
-            raise ValueError(
+            raise DataError(
                 f"{path} is not a PyTorch weights file (no torch.save zip archive or legacy "
                 "magic number)"
             )
         if header.load() != _LEGACY_PROTOCOL:
-            raise ValueError(f"{path}: unsupported legacy torch.save protocol version")
+            raise DataError(f"{path}: unsupported legacy torch.save protocol version")
         sys_info = header.load()
         little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
         unpickler = _RestrictedUnpickler(f, path)
@@ -193,13 +195,13 @@ def _load_legacy(path: str) -> tuple[Any, dict[str, np.ndarray]]:
         for key in keys:  # each: int64 element count, then the raw elements
             ref = unpickler.storages.get(str(key))
             if ref is None:
-                raise ValueError(f"{path}: storage {key} is listed but never referenced")
+                raise DataError(f"{path}: storage {key} is listed but never referenced")
             header = f.read(8)
             if len(header) < 8:
-                raise ValueError(f"{path}: storage {key} is missing (truncated file?)")
+                raise DataError(f"{path}: storage {key} is missing (truncated file?)")
             (numel,) = struct.unpack(endian + "q", header)
             if numel != ref.numel:
-                raise ValueError(
+                raise DataError(
                     f"{path}: storage {key} has {numel} elements, its tensors say {ref.numel}"
                 )
             data = f.read(numel * ref.dtype.itemsize)
@@ -210,7 +212,7 @@ def _load_legacy(path: str) -> tuple[Any, dict[str, np.ndarray]]:
 def _checked_buffer(data: bytes, ref: _StorageRef, path: str, byteorder: str) -> np.ndarray:
     expected = ref.numel * ref.dtype.itemsize
     if len(data) < expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: storage {ref.key} holds {len(data)} bytes, expected {expected} "
             "(truncated file?)"
         )
@@ -220,16 +222,16 @@ def _checked_buffer(data: bytes, ref: _StorageRef, path: str, byteorder: str) ->
 
 def _materialize(obj: Any, storages: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict")
+        raise DataError(f"{path} holds a {type(obj).__name__}, not a state_dict")
     result = {}
     for name, value in obj.items():
         if not isinstance(value, _TensorRef):
-            raise ValueError(
+            raise DataError(
                 f"{path}: entry {name!r} is a {type(value).__name__}, not a tensor: not a "
                 "state_dict of tensors"
             )
         if not isinstance(value.storage, _StorageRef) or value.storage.key not in storages:
-            raise ValueError(f"{path}: tensor {name!r} refers to no storage of the file")
+            raise DataError(f"{path}: tensor {name!r} refers to no storage of the file")
         result[str(name)] = _tensor(value, storages[value.storage.key], path, name)
     return result
 
@@ -237,14 +239,14 @@ def _materialize(obj: Any, storages: dict[str, np.ndarray], path: str) -> dict[s
 def _tensor(ref: _TensorRef, data: np.ndarray, path: str, name: str) -> np.ndarray:
     numbers = (ref.offset, *ref.size, *ref.stride)
     if not all(isinstance(n, int) and n >= 0 for n in numbers) or len(ref.size) != len(ref.stride):
-        raise ValueError(f"{path}: tensor {name!r} has an invalid offset, size or stride")
+        raise DataError(f"{path}: tensor {name!r} has an invalid offset, size or stride")
     if math.prod(ref.size) > max(data.size, 1) and 0 not in ref.stride:
-        raise ValueError(f"{path}: tensor {name!r} is larger than its storage")
+        raise DataError(f"{path}: tensor {name!r} is larger than its storage")
     if math.prod(ref.size) > 2**31:  # a stride-0 tensor expanded to an absurd size
-        raise ValueError(f"{path}: tensor {name!r} has an implausible size {ref.size}")
+        raise DataError(f"{path}: tensor {name!r} has an implausible size {ref.size}")
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True) if n)
     if min(ref.size, default=1) and (ref.offset < 0 or last >= data.size):
-        raise ValueError(f"{path}: tensor {name!r} reads outside its storage")
+        raise DataError(f"{path}: tensor {name!r} reads outside its storage")
     if 0 in ref.size:
         return np.zeros(ref.size, data.dtype)
     view = np.lib.stride_tricks.as_strided(

@@ -1,7 +1,10 @@
 """Where results go: metrics.jsonl, TensorBoard event files and sample grids."""
 
+import contextlib
 import json
 import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -12,7 +15,8 @@ class MetricWriter:
     """Appends one JSON object per call to metrics.jsonl and mirrors it to TensorBoard."""
 
     def __init__(self, workdir: str):
-        from tensorboardX import SummaryWriter  # imported here: only process 0 writes
+        with _without_torch():  # imported here: only process 0 writes
+            from tensorboardX import SummaryWriter
 
         self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
         self._tb = SummaryWriter(workdir)
@@ -34,6 +38,23 @@ class MetricWriter:
         """Flush and close both outputs."""
         self._jsonl.close()
         self._tb.close()
+
+
+@contextlib.contextmanager
+def _without_torch() -> Iterator[None]:
+    """Keep tensorboardX from importing torch, which it tries for optional features.
+
+    A training run has no use for torch; importing it costs seconds and
+    memory. Where the user's process already holds torch, it is left alone.
+    """
+    if "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError
+    try:
+        yield
+    finally:
+        del sys.modules["torch"]
 
 
 def to_uint8(images: Any) -> np.ndarray:

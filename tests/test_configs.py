@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from pix2pix_jax import train
+from pix2pix_jax import config as config_lib
 from pix2pix_jax.configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +48,7 @@ def test_default_has_the_contract_fields_and_the_paper_settings():
     assert (config.optimizer.learning_rate, config.optimizer.b1, config.optimizer.b2) == (
         2e-4, 0.5, 0.999,
     )  # fmt: skip
-    train.validate_config(config)
+    config_lib.validate(config)
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_default_has_the_contract_fields_and_the_paper_settings():
 def test_experiment_configs_validate(path, arg):
     module = load_module(path)
     config = module.get_config() if arg is None else module.get_config(arg)
-    train.validate_config(config)
+    config_lib.validate(config)
     with open(path) as f:
         assert "python -m pix2pix_jax.main" in f.read()  # the docstring gives the command
 
@@ -103,4 +103,4 @@ def test_validate_config_names_the_bad_field(field, value, message):
     section, _, name = field.rpartition(".")
     (config[section] if section else config)[name] = value
     with pytest.raises(ValueError, match=re.escape(message)):
-        train.validate_config(config)
+        config_lib.validate(config)

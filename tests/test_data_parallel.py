@@ -17,7 +17,7 @@ ONE_STEP = textwrap.dedent(
     """
     import sys
     import flax.jax_utils, jax, numpy as np
-    from pix2pix_jax import steps, train
+    from pix2pix_jax import assembly, parallel, steps
     from pix2pix_jax.configs import default
 
     config = default.get_config()
@@ -25,14 +25,14 @@ ONE_STEP = textwrap.dedent(
     config.model.ngf = config.model.ndf = 8
     config.model.dropout_rate = 0.0
     config.model.norm = "sync_batch"
-    setup = train.make_setup(config)
-    state = flax.jax_utils.replicate(train.initial_state(config, setup), axis_name="batch")
+    setup = assembly.make_setup(config)
+    state = flax.jax_utils.replicate(assembly.initial_state(config, setup), axis_name="batch")
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
     y = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
     n = jax.local_device_count()
     batch = {"input": x.reshape(n, 4 // n, 32, 32, 3), "target": y.reshape(n, 4 // n, 32, 32, 3)}
-    state, metrics = steps.pmapped_train_step(setup)(state, batch)
+    state, metrics = parallel.pmap_train_step(steps.train_step, setup=setup)(state, batch)
     host = jax.device_get(flax.jax_utils.unreplicate({"state": state, "metrics": metrics}))
     flat = jax.tree_util.tree_flatten_with_path(host)[0]
     np.savez(sys.argv[1], **{jax.tree_util.keystr(path): leaf for path, leaf in flat})
@@ -42,7 +42,8 @@ ONE_STEP = textwrap.dedent(
 
 def one_step(tmp_path, devices):
     out = str(tmp_path / f"step_{devices}.npz")
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, XLA_FLAGS=flags)
     result = subprocess.run(
         [sys.executable, "-c", ONE_STEP, out], env=env, capture_output=True, text=True, timeout=600
     )

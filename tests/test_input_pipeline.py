@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pix2pix_jax import input_pipeline
+from pix2pix_jax import input_pipeline, parallel
 from pix2pix_jax.datasets import preprocess
 
 
@@ -115,7 +115,7 @@ def test_load_shape_says_when_the_device_jitters(tiny_config):
 
 def test_prefetch_carries_each_batch_with_its_state(tiny_config):
     iterator = iter(input_pipeline.train_dataset(tiny_config, fake_source()))
-    pairs = list(itertools.islice(input_pipeline.prefetch_to_devices(iterator, size=2), 3))
+    pairs = list(itertools.islice(parallel.prefetch_to_devices(iterator, size=2), 3))
     states = [state for _, state in pairs]
     assert len({str(s) for s in states}) == 3
     fresh = iter(input_pipeline.train_dataset(tiny_config, fake_source()))

@@ -9,7 +9,8 @@ import pytest
 
 
 def run_main(workdir, data_dir, *overrides, devices=2):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, XLA_FLAGS=flags)
     args = [
         sys.executable, "-m", "pix2pix_jax.main", f"--workdir={workdir}",
         "--config.dataset.name=synthetic_facades/res32_small",

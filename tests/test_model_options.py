@@ -5,6 +5,8 @@ Parameter counts are checked against the reference PyTorch implementation
 layer-by-layer count written out here, plus the reference's published numbers.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -13,6 +15,7 @@ import pytest
 
 from pix2pix_jax import models
 from pix2pix_jax.configs import default
+from pix2pix_jax.errors import ConfigError
 
 
 def model_config(**overrides) -> ml_collections.ConfigDict:
@@ -137,7 +140,9 @@ GENERATOR_CASES = [
 
 
 @pytest.mark.parametrize("kind", ["batch", "instance"])
-@pytest.mark.parametrize("name, size, reference", GENERATOR_CASES, ids=lambda c: str(c))
+@pytest.mark.parametrize(
+    "name, size, reference", GENERATOR_CASES, ids=[c[0] for c in GENERATOR_CASES]
+)
 def test_generator_parameter_counts_equal_the_reference(name, size, reference, kind):
     generator = models.create_generator(model_config(generator=name, ngf=64, norm=kind), size, 3)
     params = abstract_params(generator, (1, size, size, 3))
@@ -287,7 +292,7 @@ def check_kernel(kernel, init_type, gain, transposed):
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-@pytest.mark.parametrize("init_type", models.INIT_TYPES)
+@pytest.mark.parametrize("init_type", models.INITS.names())
 def test_weight_init_of_a_large_kernel(init_type, transposed):
     shape = (4, 4, 128, 32)  # in != out, so the conv and transposed fans differ
     kernel = models.weight_init(init_type, 0.5, transposed=transposed)(key(0), shape)
@@ -301,10 +306,10 @@ def test_batch_norm_scales_are_normal_around_one():
     norm_layer = models.Norm("batch", init_gain=0.1)
     x = jax.ShapeDtypeStruct((2, 1, 1, 100_000), jnp.float32)
     variables = norm_layer.lazy_init(key(0), x, train=False)
-    scale = np.asarray(variables["params"]["BatchNorm_0"]["scale"])
+    scale = np.asarray(variables["params"]["batch_norm"]["scale"])
     assert scale.mean() == pytest.approx(1.0, abs=0.003)
     assert scale.std() == pytest.approx(0.1, rel=0.02)
-    assert not np.any(variables["params"]["BatchNorm_0"]["bias"])
+    assert not np.any(variables["params"]["batch_norm"]["bias"])
 
 
 INIT_MODELS = {
@@ -337,7 +342,9 @@ def test_init_type_reaches_every_kernel_of_every_model(init_type, model):
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         names = [p.key for p in path]
         if names[-1] == "kernel":
-            check_kernel(leaf, init_type, gain, transposed=names[-2].startswith("UpConv"))
+            # The up-convs (transposed kernels) are up_<k> in the U-Net and the ResNet.
+            transposed = re.fullmatch(r"up_\d+", names[-2]) is not None
+            check_kernel(leaf, init_type, gain, transposed=transposed)
             kernels += 1
         elif names[-1] == "bias":
             assert not np.any(leaf), names  # biases start at zero
@@ -348,34 +355,56 @@ def test_init_type_reaches_every_kernel_of_every_model(init_type, model):
 
 
 def test_unknown_init_type_is_named():
-    with pytest.raises(ValueError, match=r"model.init_type='foo' is not one of \('normal'"):
+    with pytest.raises(ConfigError, match=r"model.init_type='foo' is not one of \('normal'"):
         models.create_generator(model_config(init_type="foo"), 64, 3)
-    with pytest.raises(ValueError, match=r"model.init_type='foo' is not one of"):
+    with pytest.raises(ConfigError, match=r"model.init_type='foo' is not one of"):
         models.create_discriminator(model_config(init_type="foo"))
-    with pytest.raises(ValueError, match="model.init_gain"):
+    with pytest.raises(ConfigError, match="model.init_gain"):
         models.create_discriminator(model_config(init_gain=-1.0))
-    with pytest.raises(ValueError, match=r"model.init_type='he' is not one of"):
+    with pytest.raises(ConfigError, match=r"model.init_type='he' is not one of"):
         models.weight_init("he", 0.02)
 
 
 # --- validation and shapes ---
 
 
+def test_registries_hold_the_documented_options():
+    # The option sets of configs/default.py's comments and the README's options table.
+    assert models.GENERATORS.names() == (
+        "unet_256", "unet_128", "unet", "encoder_decoder", "resnet_6blocks", "resnet_9blocks",
+    )  # fmt: skip
+    assert models.DISCRIMINATORS.names() == ("basic", "n_layers", "pixel")
+    assert models.NORMS.names() == ("batch", "sync_batch", "instance", "none")
+    assert models.INITS.names() == ("normal", "xavier", "kaiming", "orthogonal")
+    fields = [r.field for r in (models.GENERATORS, models.DISCRIMINATORS, models.NORMS,
+                                models.INITS)]  # fmt: skip
+    assert fields == ["model.generator", "model.discriminator", "model.norm", "model.init_type"]
+    assert [models.has_affine_norm(n) for n in models.NORMS] == [True, True, False, False]
+
+
 def test_unknown_names_and_sizes_are_named():
-    with pytest.raises(ValueError, match=r"model.generator='resnet_7blocks' is not one of \("):
+    with pytest.raises(ConfigError, match=r"model.generator='resnet_7blocks' is not one of \("):
         models.create_generator(model_config(generator="resnet_7blocks"), 64, 3)
-    with pytest.raises(ValueError, match="resnet_9blocks"):  # the allowed values are listed
+    with pytest.raises(ConfigError, match="resnet_9blocks"):  # the allowed values are listed
         models.create_generator(model_config(generator="unet_512"), 64, 3)
-    with pytest.raises(ValueError, match=r"model.discriminator='pixelgan' is not one of \("):
+    with pytest.raises(ConfigError, match=r"model.discriminator='pixelgan' is not one of \("):
         models.create_discriminator(model_config(discriminator="pixelgan"))
-    with pytest.raises(ValueError, match="'pixel'"):
+    with pytest.raises(ConfigError, match="'pixel'"):
         models.create_discriminator(model_config(discriminator="patch"))
-    with pytest.raises(ValueError, match="model.n_layers_d must be >= 1"):
+    with pytest.raises(ConfigError, match="model.n_layers_d must be >= 1"):
         models.create_discriminator(model_config(discriminator="n_layers", n_layers_d=0))
-    with pytest.raises(ValueError, match="divisible by 4"):
+    with pytest.raises(ConfigError, match="divisible by 4"):
         models.create_generator(model_config(generator="resnet_9blocks"), 30, 3)
-    with pytest.raises(ValueError, match="power-of-two"):
+    with pytest.raises(ConfigError, match="power-of-two"):
         models.create_generator(model_config(generator="encoder_decoder"), 48, 3)
+    # check_config: the same checks (no parameters made), the first bad field named.
+    with pytest.raises(ConfigError, match="model.generator='unet'.*got 32x40"):
+        models.check_config(model_config(generator="unet"), (32, 40))
+    with pytest.raises(ConfigError, match="model.n_layers_d"):
+        models.check_config(model_config(discriminator="n_layers", n_layers_d=0), 32)
+    with pytest.raises(ConfigError, match="model.norm='group'"):
+        models.check_config(model_config(norm="group"), 32)
+    models.check_config(model_config(generator="unet"), (32, 64))
     # resnets take any multiple of 4; unet_256 only needs divisibility (not a power of two).
     models.create_generator(model_config(generator="resnet_6blocks"), 36, 3)
     models.create_generator(model_config(generator="unet_256"), 512, 3)
@@ -409,9 +438,10 @@ def test_encoder_decoder_has_no_skips():
         models.create_generator(model_config(generator="unet", ngf=8), 32, 3), (1, 32, 32, 3)
     )
     # Decoder inputs: the previous decoder output only, vs [skip, output] in the U-Net.
-    in_channels = [params[f"UpConv_{i}"]["kernel"].shape[2] for i in range(5)]
+    # up_5 (innermost) .. up_1 (outermost)
+    in_channels = [params[f"up_{k}"]["kernel"].shape[2] for k in range(5, 0, -1)]
     assert in_channels == [64, 64, 32, 16, 8]
-    assert [unet[f"UpConv_{i}"]["kernel"].shape[2] for i in range(5)] == [64, 128, 64, 32, 16]
+    assert [unet[f"up_{k}"]["kernel"].shape[2] for k in range(5, 0, -1)] == [64, 128, 64, 32, 16]
 
 
 def test_resnet_dropout_follows_dropout_rate():

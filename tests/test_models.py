@@ -1,4 +1,6 @@
-"""Model shapes, parameter counts against the reference, init, dropout and the up-conv."""
+"""Model shapes, parameter counts against the reference, names, init, dropout and the up-conv."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +8,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from pix2pix_jax import models, steps
+from pix2pix_jax import models, parallel, steps
 from pix2pix_jax.configs import default
+from pix2pix_jax.errors import ConfigError
+from pix2pix_jax.models import cpu_kernels
 
 
 def abstract_params(module, shape):
@@ -38,7 +42,7 @@ def test_generator_depth(name, size, depth):
     generator = models.create_generator(model_config(generator=name), size, 3)
     assert generator.num_downs == depth
     params = abstract_params(generator, (1, size, size, 3))
-    assert sum(k.startswith("Conv_") for k in params) == depth  # one conv per encoder block
+    assert sum(bool(re.fullmatch(r"down_\d+", k)) for k in params) == depth  # one per block
 
 
 def test_generator_and_discriminator_shapes():
@@ -57,15 +61,17 @@ def test_generator_and_discriminator_shapes():
 
 
 def test_bad_model_options_are_named():
-    with pytest.raises(ValueError, match="model.generator='resnet_7blocks'"):
+    with pytest.raises(ConfigError, match="model.generator='resnet_7blocks'"):
         models.create_generator(model_config(generator="resnet_7blocks"), 256, 3)
-    with pytest.raises(ValueError, match="divisible by 256"):
+    with pytest.raises(ConfigError, match="model.generator='unet_256'.*divisible by 256"):
         models.create_generator(model_config(generator="unet_256"), 128, 3)
-    with pytest.raises(ValueError, match="power-of-two"):
+    with pytest.raises(ConfigError, match="model.generator='unet'.*power-of-two"):
         models.create_generator(model_config(generator="unet"), 96, 3)
-    with pytest.raises(ValueError, match="model.norm='group'"):
+    with pytest.raises(ConfigError, match="model.norm='group'"):
         models.create_discriminator(model_config(norm="group"))
-    with pytest.raises(ValueError, match="model.discriminator='pixelgan'"):
+    with pytest.raises(ConfigError, match="model.norm='group'"):
+        models.create_generator(model_config(norm="group"), 32, 3)
+    with pytest.raises(ConfigError, match="model.discriminator='pixelgan'"):
         models.create_discriminator(model_config(discriminator="pixelgan"))
 
 
@@ -75,19 +81,20 @@ def test_init_distributions_and_biases():
         {"params": jax.random.key(0)}, jnp.zeros((1, 256, 256, 3)), train=False
     )
     params = variables["params"]
-    kernel = np.asarray(params["Conv_4"]["kernel"])  # 512 -> 512, 4M weights
+    kernel = np.asarray(params["down_5"]["kernel"])  # 512 -> 512, 4M weights
     assert abs(kernel.mean()) < 1e-3 and kernel.std() == pytest.approx(0.02, rel=0.01)
-    scales = np.concatenate([np.asarray(v["BatchNorm_0"]["scale"]) for k, v in params.items()
-                             if k.startswith("Norm_")])  # fmt: skip
+    scales = np.concatenate([np.asarray(v["batch_norm"]["scale"]) for k, v in params.items()
+                             if k.endswith("_norm")])  # fmt: skip
     assert scales.mean() == pytest.approx(1.0, abs=0.003) and scales.std() == pytest.approx(
         0.02, rel=0.1
     )
     # Batch norm has its own shift: no conv bias, except the outermost up-conv (no norm there).
     biased = [k for k, v in params.items() if "bias" in v]
-    assert biased == ["UpConv_7"]
+    assert biased == ["up_1"]
     instance = models.UnetGenerator(num_downs=5, ngf=4, norm="instance")
     i_params = abstract_params(instance, (1, 32, 32, 3))
-    assert all("bias" in v for k, v in i_params.items() if k.startswith(("Conv_", "UpConv_")))
+    assert set(i_params) == {f"{d}_{k}" for d in ("down", "up") for k in range(1, 6)}
+    assert all("bias" in v for v in i_params.values())
 
 
 def naive_conv_transpose(x, w):
@@ -106,7 +113,7 @@ def naive_conv_transpose(x, w):
 def conv_path(request, monkeypatch):
     """Run a test once with im2col + dot and once with the convolution primitive."""
     limit = 10**9 if request.param == "dot" else 0
-    monkeypatch.setattr(models, "DOT_MAX_POSITIONS", {"down": limit, "up": limit})
+    monkeypatch.setattr(cpu_kernels, "DOT_MAX_POSITIONS", {"down": limit, "up": limit})
     return request.param
 
 
@@ -162,7 +169,7 @@ def test_both_conv_paths_give_the_same_networks(monkeypatch):
     x = jnp.asarray(np.random.default_rng(3).uniform(-1, 1, (1, 32, 32, 3)), jnp.float32)
     outputs = []
     for limit in (0, 10**9):
-        monkeypatch.setattr(models, "DOT_MAX_POSITIONS", {"down": limit, "up": limit})
+        monkeypatch.setattr(cpu_kernels, "DOT_MAX_POSITIONS", {"down": limit, "up": limit})
         g = models.create_generator(config, 32, 3)
         d = models.create_discriminator(config)
         g_vars = g.init(jax.random.key(0), x, train=False)
@@ -194,7 +201,7 @@ def test_dropout_is_the_noise_and_follows_the_step():
 
     # The train step's key is a pure function of (seed, step, device) and differs with each.
     def keys(step_per_device):
-        fn = jax.vmap(lambda s: steps.dropout_key(0, s), axis_name=models.BATCH_AXIS)
+        fn = jax.vmap(lambda s: steps.dropout_key(0, s), axis_name=parallel.BATCH_AXIS)
         return np.asarray(jax.random.key_data(fn(jnp.array(step_per_device))))
 
     k = keys([3, 3, 4])  # devices 0, 1, 2
@@ -212,5 +219,92 @@ def test_generators_take_non_square_images(name, shape):
 
 
 def test_non_square_sides_must_both_fit_the_generator():
-    with pytest.raises(ValueError, match="divisible by 32; got 32x40"):
+    with pytest.raises(ConfigError, match="divisible by 32; got 32x40"):
         models.create_generator(model_config(generator="unet"), (32, 40), 3)
+
+
+# --- explicit module names ---
+
+
+def unet_names(n):
+    """The documented names of a depth-`n` U-Net with an affine norm."""
+    return (
+        {f"down_{k}" for k in range(1, n + 1)}
+        | {f"down_{k}_norm" for k in range(2, n)}
+        | {f"up_{k}" for k in range(1, n + 1)}
+        | {f"up_{k}_norm" for k in range(2, n + 1)}
+    )
+
+
+def test_unet_256_parameters_have_the_documented_names():
+    generator = models.create_generator(model_config(generator="unet_256", ngf=8), 256, 3)
+    x = jnp.zeros((1, 256, 256, 3))
+    variables = jax.eval_shape(lambda: generator.init(jax.random.key(0), x, train=False))
+    params, stats = variables["params"], variables["batch_stats"]
+    assert set(params) == unet_names(8)
+    assert set(stats) == {k for k in unet_names(8) if k.endswith("_norm")}
+    assert set(params["down_2_norm"]) == {"batch_norm"}
+    assert set(params["down_2_norm"]["batch_norm"]) == {"scale", "bias"}
+    assert set(stats["up_8_norm"]["batch_norm"]) == {"mean", "var"}
+    assert set(params["down_1"]) == {"kernel"} and set(params["up_1"]) == {"kernel", "bias"}
+
+
+def test_resnet_and_discriminator_parameters_have_the_documented_names():
+    config = model_config(generator="resnet_6blocks", ngf=4, ndf=4)
+    params = abstract_params(models.create_generator(config, 16, 3), (1, 16, 16, 3))
+    # (eval_shape returns the trees with sorted keys: compare sets)
+    assert set(params) == {
+        "stem", "stem_norm", "down_1", "down_1_norm", "down_2", "down_2_norm",
+        *[f"block_{i}" for i in range(1, 7)],
+        "up_1", "up_1_norm", "up_2", "up_2_norm", "head",
+    }  # fmt: skip
+    assert set(params["block_3"]) == {"conv_1", "norm_1", "conv_2", "norm_2"}
+    patch = abstract_params(models.create_discriminator(config), (1, 32, 32, 6))
+    assert set(patch) == {"conv_0", "conv_1", "norm_1", "conv_2", "norm_2", "conv_3", "norm_3",
+                          "logits"}  # fmt: skip
+    pixel = models.create_discriminator(model_config(discriminator="pixel", ndf=4))
+    assert set(abstract_params(pixel, (1, 8, 8, 6))) == {"conv_0", "conv_1", "norm_1", "logits"}
+
+
+# --- discriminator features ---
+
+
+@pytest.mark.parametrize(
+    "overrides, shapes",
+    [
+        (dict(discriminator="basic"), [(16, 8), (8, 16), (4, 32), (3, 64)]),
+        (dict(discriminator="n_layers", n_layers_d=1), [(16, 8), (15, 16)]),
+        (dict(discriminator="pixel"), [(32, 8), (32, 16)]),
+    ],
+)
+def test_discriminator_features_on_request(overrides, shapes):
+    d = models.create_discriminator(model_config(ndf=8, **overrides))
+    x = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, (2, 32, 32, 6)), jnp.float32)
+    # Weights drawn by numpy and one jitted program: far faster on XLA:CPU than eager init.
+    rng = np.random.default_rng(0)
+    abstract = jax.eval_shape(lambda: d.init(jax.random.key(0), x, train=False))
+
+    def draw(path, leaf):  # kernels N(0, 0.1); norm scales, variances 1; biases, means 0
+        value = {"kernel": rng.normal(0, 0.1, leaf.shape), "scale": 1, "var": 1}
+        return jnp.broadcast_to(jnp.asarray(value.get(path[-1].key, 0), jnp.float32), leaf.shape)
+
+    variables = jax.tree_util.tree_map_with_path(draw, abstract)
+
+    def both(variables):
+        default_call = d.apply(variables, x, train=False)
+        return default_call, d.apply(variables, x, train=False, return_features=True)
+
+    logits, (with_features, features) = jax.jit(both)(variables)
+    np.testing.assert_array_equal(with_features, logits)  # the default output, unchanged
+    assert [f.shape for f in features] == [(2, side, side, c) for side, c in shapes]
+    # The last feature map is what the logits conv reads: the output of the last LeakyReLU.
+    head = variables["params"]["logits"]
+    if overrides["discriminator"] == "pixel":
+        last = jnp.einsum("nhwc,co->nhwo", features[-1], head["kernel"][0, 0])
+        assert "bias" not in head  # batch norm: no bias, as in the reference's PixelGAN
+    else:
+        conv = models.down_conv(1, use_bias=True, dtype=jnp.float32, strides=1,
+                                kernel_init=models.conv_init)  # fmt: skip
+        last = conv.apply({"params": head}, features[-1])
+    np.testing.assert_allclose(last, logits, atol=1e-5)
+    assert all(float(jnp.min(f)) < 0 for f in features)  # LeakyReLU lets negatives through

@@ -18,7 +18,8 @@ def free_port():
 
 
 def launch(workdir, data_dir, steps, port):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1"
+    env = dict(os.environ, XLA_FLAGS=flags)
     common = [
         "--config.dataset.name=synthetic_facades/res32_small",
         f"--config.dataset.data_dir={data_dir}",

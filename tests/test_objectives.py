@@ -9,7 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from pix2pix_jax import losses, models, steps, train
+from pix2pix_jax import assembly, losses, parallel, steps
+from pix2pix_jax import config as config_lib
 
 
 def test_wgangp_values():
@@ -61,7 +62,7 @@ def test_penalty_key_is_a_pure_function_distinct_from_the_dropout_key():
         both = (steps.dropout_key(0, step), steps.penalty_key(0, step))
         return tuple(jax.random.key_data(k) for k in both)
 
-    mapped = jax.vmap(keys, axis_name=models.BATCH_AXIS)
+    mapped = jax.vmap(keys, axis_name=parallel.BATCH_AXIS)
     dropout, penalty = mapped(jnp.array([3, 3]))
     again = mapped(jnp.array([3, 3]))[1]
     assert not np.array_equal(dropout, penalty)
@@ -73,7 +74,7 @@ def test_unconditional_d_is_built_on_the_image_channels(tiny_config):
     ndf, first_kernels = tiny_config.model.ndf, {}
     for conditional in (True, False):
         tiny_config.loss.conditional_d = conditional
-        setup = train.make_setup(tiny_config)
+        setup = assembly.make_setup(tiny_config)
         # Shapes only: abstract evaluation builds D without compiling anything.
         state = jax.eval_shape(lambda setup=setup: steps.init_state(setup, (32, 32, 3), 3))
         kernels = [a.shape for a in jax.tree.leaves(state.d_params) if a.ndim == 4]
@@ -99,15 +100,15 @@ def initial_states(data_dir):
     from conftest import make_tiny_config
 
     config = make_tiny_config(data_dir)
-    setup = train.make_setup(config)
-    conditional = train.initial_state(config, setup)  # the same compile as test_train's
+    setup = assembly.make_setup(config)
+    conditional = assembly.initial_state(config, setup)  # the same compile as test_train's
     d_params = jax.tree.map(lambda a: a[:, :, 3:] if a.ndim == 4 and a.shape[2] == 6 else a,
                             conditional.d_params)  # fmt: skip
     unconditional = conditional.replace(
         d_params=d_params, d_opt_state=jax.device_get(setup.d_tx.init(d_params))
     )
     config.loss.conditional_d = False
-    setup = train.make_setup(config)
+    setup = assembly.make_setup(config)
     expected = jax.eval_shape(lambda: steps.init_state(setup, (32, 32, 3), 3))
     assert jax.tree.map(np.shape, unconditional) == jax.tree.map(np.shape, expected)
     return {True: conditional, False: unconditional}
@@ -115,9 +116,9 @@ def initial_states(data_dir):
 
 def run(config, initial, num_steps=2):
     """The final host state and the per-step host metrics of a few steps from `initial`."""
-    setup = train.make_setup(config)
-    state = flax.jax_utils.replicate(initial, axis_name=models.BATCH_AXIS)
-    step = steps.pmapped_train_step(setup)
+    setup = assembly.make_setup(config)
+    state = flax.jax_utils.replicate(initial, axis_name=parallel.BATCH_AXIS)
+    step = parallel.pmap_train_step(steps.train_step, setup=setup)
     history = []
     for _ in range(num_steps):
         state, m = step(state, fixed_batch())
@@ -148,7 +149,7 @@ ROWS = {
 @pytest.mark.parametrize("row", ROWS, ids=list(ROWS))
 def test_table1_rows_train_what_they_say(tiny_config, initial_states, row):
     tiny_config.loss.update(ROWS[row])
-    train.validate_config(tiny_config)
+    config_lib.validate(tiny_config)
     loss = tiny_config.loss
     initial = initial_states[loss.conditional_d]
     final, history = run(tiny_config, initial)
@@ -189,11 +190,11 @@ def test_bad_loss_fields_are_named(tiny_config, field, value, message):
     loss[field] = value  # past ConfigDict's type checks, as a hand-written config could
     tiny_config.loss = ml_collections.ConfigDict(loss)
     with pytest.raises(ValueError, match=message):
-        train.validate_config(tiny_config)
+        config_lib.validate(tiny_config)
 
 
 def test_no_gan_and_no_l1_is_nothing_to_train(tiny_config):
     tiny_config.loss.use_gan = False
     tiny_config.loss.lambda_l1 = 0.0
     with pytest.raises(ValueError, match="nothing to train: loss.use_gan=False"):
-        train.validate_config(tiny_config)
+        config_lib.validate(tiny_config)

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from pix2pix_jax import steps, train
+from pix2pix_jax import assembly, parallel, steps
+from pix2pix_jax import config as config_lib
 
 CASES = {
     "encoder_decoder+pixel": dict(generator="encoder_decoder", discriminator="pixel"),
@@ -35,9 +36,9 @@ def test_option_trains(tiny_config, case):
     tiny_config.dataset.input_channels, tiny_config.dataset.output_channels = in_ch, out_ch
     tiny_config.model.ngf = tiny_config.model.ndf = 4
     tiny_config.model.update(options)
-    train.validate_config(tiny_config)
-    setup = train.make_setup(tiny_config, num_train_examples=8)
-    initial = train.initial_state(tiny_config, setup)
+    config_lib.validate(tiny_config)
+    setup = assembly.make_setup(tiny_config, num_train_examples=8)
+    initial = assembly.initial_state(tiny_config, setup)
     state = flax.jax_utils.replicate(initial, axis_name="batch")
     n = jax.local_device_count()
     rng = np.random.default_rng(0)
@@ -45,7 +46,7 @@ def test_option_trains(tiny_config, case):
         "input": rng.uniform(-1, 1, (n, 2 // n, size, size, in_ch)).astype(np.float32),
         "target": rng.uniform(-1, 1, (n, 2 // n, size, size, out_ch)).astype(np.float32),
     }
-    step = steps.pmapped_train_step(setup)
+    step = parallel.pmap_train_step(steps.train_step, setup=setup)
     for _ in range(2):
         state, metrics = step(state, batch)
     metrics = jax.device_get(metrics)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from test_best_checkpoint import shared_trained_workdir
 
-from pix2pix_jax import checkpointing, predict, steps, writers
+from pix2pix_jax import assembly, predict, steps, writers
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,8 @@ def test_deterministic_outputs_are_the_generator_at_the_trained_size(workdir, in
     )
     names = ["exact.png", "gray.png", "rgb.png", "rgba.png"]
     assert sorted(os.path.basename(p) for p in written) == names
-    config, state, _ = checkpointing.restore_for_inference(workdir)
-    setup = checkpointing.inference_setup(config)
+    config, state, _ = assembly.restore_for_inference(workdir)
+    setup = assembly.inference_setup(config)
     for name, source in zip(names, ("exact.bmp", "gray.png", "rgb.jpg", "rgba.tif"), strict=True):
         original = Image.open(inputs / source)
         # An independent path to the same result: PIL's conversion and resizes, one image.
@@ -131,11 +131,10 @@ def test_sixteen_bit_inputs_are_scaled_as_in_training(tmp_path):
 
 
 def test_paper_mode_translates_a_sync_batch_model_outside_pmap(tiny_config):
-    from pix2pix_jax import train
 
     tiny_config.model.norm = "sync_batch"
-    setup = train.make_setup(tiny_config, num_train_examples=8)
-    state = train.initial_state(tiny_config, setup)
+    setup = assembly.make_setup(tiny_config, num_train_examples=8)
+    state = assembly.initial_state(tiny_config, setup)
     translate = predict.make_translate(state, setup, "paper")
     x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)
     out = translate(x, jax.random.split(jax.random.key(0), 2))

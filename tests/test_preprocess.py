@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pix2pix_jax import config as config_lib
 from pix2pix_jax import input_pipeline
 from pix2pix_jax.datasets import preprocess
 
@@ -136,7 +137,7 @@ def test_unknown_mode_and_bad_fields_are_named(tiny_config):
         config = tiny_config.copy_and_resolve_references()
         config.dataset[field] = value
         with pytest.raises(ValueError, match=match):
-            input_pipeline.check_config(config)
+            config_lib.validate(config)
 
 
 def test_a_pair_of_two_sizes_is_named_before_the_device_jitter(tiny_config):

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from pix2pix_jax import checkpointing, train
+from pix2pix_jax import checkpointing, runtime
 
 STEPS = 8
 
@@ -133,7 +133,6 @@ def test_sigkill_mid_training_then_resume(reference, tmp_path, data_dir):
 KILL_DURING_SAVE = textwrap.dedent(
     """
     import os, signal, sys
-    from absl import app
     from pix2pix_jax import checkpointing, main
 
     original = checkpointing.Checkpointer.save
@@ -145,7 +144,7 @@ KILL_DURING_SAVE = textwrap.dedent(
 
     checkpointing.Checkpointer.save = save_then_die
     sys.argv = ["pix2pix_jax.main"] + sys.argv[1:]
-    app.run(main.main)
+    main.run()
     """
 )
 
@@ -207,7 +206,7 @@ def test_preemption_signal_checkpoints_and_exits_cleanly(reference, tmp_path, da
 def test_deterministic_switch_sets_the_xla_gpu_flag(monkeypatch, tiny_config):
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
     tiny_config.deterministic = True
-    train.configure_runtime(tiny_config)
+    runtime.configure(tiny_config)
     assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_gpu_deterministic_ops=true"
-    train.configure_runtime(tiny_config)  # idempotent
+    runtime.configure(tiny_config)  # idempotent
     assert os.environ["XLA_FLAGS"].count("deterministic_ops") == 1

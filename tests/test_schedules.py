@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pix2pix_jax import input_pipeline, schedules, steps, train
+from pix2pix_jax import config as config_lib
+from pix2pix_jax import input_pipeline, schedules, steps
 from pix2pix_jax.configs import default
 
 BASE = 2e-4
@@ -109,12 +110,15 @@ def test_steps_per_epoch_is_the_reference_dataloader_length():
         schedules.steps_per_epoch(0, 4)
 
 
-def test_epoch_schedule_without_the_split_size_reads_it_from_the_dataset(tiny_config):
+def test_epoch_schedule_counts_the_train_split_the_loop_passes(tiny_config):
     tiny_config.optimizer.schedule = "step"
     tiny_config.optimizer.lr_decay_iters = 1
+    # The functional core reads no dataset: without the split size the schedule is refused.
+    with pytest.raises(ValueError, match="needs the number of steps per epoch"):
+        steps.learning_rate_schedule(tiny_config)
     size = len(input_pipeline.load_split(tiny_config.dataset, tiny_config.dataset.train_split))
     per_epoch = schedules.steps_per_epoch(size, tiny_config.batch_size)
-    schedule = steps.learning_rate_schedule(tiny_config)  # as the train loop calls it
+    schedule = steps.learning_rate_schedule(tiny_config, size)  # as the train loop calls it
     lr = tiny_config.optimizer.learning_rate
     assert float(schedule(per_epoch - 1)) == pytest.approx(lr)
     assert float(schedule(per_epoch)) == pytest.approx(lr * 0.1)
@@ -135,7 +139,7 @@ def test_bad_schedule_fields_are_named(field, value, message):
     with config.unlocked(), config.optimizer.ignore_type():
         config.optimizer[field] = value
     with pytest.raises(ValueError, match=message):
-        train.validate_config(config)
+        config_lib.validate(config)
     with pytest.raises(ValueError, match=message):
         steps.learning_rate_schedule(config, NUM_EXAMPLES)
 

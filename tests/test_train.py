@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pix2pix_jax import models, steps, train
+from pix2pix_jax import assembly, models, parallel, steps, trainer
 
 
 def read_metrics(workdir):
@@ -21,14 +21,14 @@ def read_metrics(workdir):
 
 def test_steps_on_a_fixed_batch_lower_the_loss(tiny_config):
     tiny_config.optimizer.learning_rate = 1e-3
-    setup = train.make_setup(tiny_config)
-    state = flax.jax_utils.replicate(train.initial_state(tiny_config, setup), axis_name="batch")
+    setup = assembly.make_setup(tiny_config)
+    state = flax.jax_utils.replicate(assembly.initial_state(tiny_config, setup), axis_name="batch")
     rng = np.random.default_rng(0)
     n = jax.local_device_count()
     coarse = rng.uniform(-1, 1, (n, 2 // n, 4, 4, 3)).astype(np.float32)
     x = np.repeat(np.repeat(coarse, 8, axis=2), 8, axis=3)
     batch = {"input": x, "target": -x[..., ::-1]}  # a learnable mapping
-    step = steps.pmapped_train_step(setup)
+    step = parallel.pmap_train_step(steps.train_step, setup=setup)
     history = []
     for _ in range(25):
         state, m = step(state, batch)
@@ -41,11 +41,13 @@ def test_steps_on_a_fixed_batch_lower_the_loss(tiny_config):
 
 
 def test_one_generator_forward_per_step(tiny_config, monkeypatch):
-    monkeypatch.setattr(models, "DOT_MAX_POSITIONS", {"down": 0, "up": 0})  # convs stay convs
-    setup = train.make_setup(tiny_config)
-    state = train.initial_state(tiny_config, setup)
+    monkeypatch.setattr(
+        models.cpu_kernels, "DOT_MAX_POSITIONS", {"down": 0, "up": 0}
+    )  # convs stay convs
+    setup = assembly.make_setup(tiny_config)
+    state = assembly.initial_state(tiny_config, setup)
     batch = {"input": jnp.zeros((1, 2, 32, 32, 3)), "target": jnp.zeros((1, 2, 32, 32, 3))}
-    step = jax.vmap(functools.partial(steps.train_step, setup=setup), axis_name=models.BATCH_AXIS)
+    step = jax.vmap(functools.partial(steps.train_step, setup=setup), axis_name=parallel.BATCH_AXIS)
     jaxpr = str(jax.make_jaxpr(step)(jax.tree.map(lambda a: a[None], state), batch))
     # Only the generator's first conv takes a 3 -> ngf kernel; a second generator forward
     # (e.g. for the G update) would show a second such convolution.
@@ -59,7 +61,7 @@ def uninterrupted(tmp_path_factory, data_dir):
     from conftest import make_tiny_config
 
     workdir = str(tmp_path_factory.mktemp("full"))
-    final = train.train_and_evaluate(make_tiny_config(data_dir), workdir)
+    final = trainer.train_and_evaluate(make_tiny_config(data_dir), workdir)
     return workdir, final
 
 
@@ -87,9 +89,9 @@ def test_resume_continues_exactly(uninterrupted, tiny_config, tmp_path):
     _, expected = uninterrupted
     workdir = str(tmp_path)
     tiny_config.num_train_steps = 2
-    train.train_and_evaluate(tiny_config, workdir)
+    trainer.train_and_evaluate(tiny_config, workdir)
     tiny_config.num_train_steps = 4
-    resumed = train.train_and_evaluate(tiny_config, workdir)
+    resumed = trainer.train_and_evaluate(tiny_config, workdir)
     assert int(resumed.step) == 4
     steps_logged = [r["step"] for r in read_metrics(workdir) if "split" not in r]
     assert steps_logged == [2, 4]  # the second run started at step 3
@@ -101,11 +103,11 @@ def test_resume_continues_exactly(uninterrupted, tiny_config, tmp_path):
 def test_divergence_stops_with_the_step_and_keeps_checkpoints(tiny_config, tmp_path):
     workdir = str(tmp_path)
     tiny_config.num_train_steps = 2
-    train.train_and_evaluate(tiny_config, workdir)
+    trainer.train_and_evaluate(tiny_config, workdir)
     tiny_config.num_train_steps = 4
     tiny_config.loss.lambda_l1 = float("nan")
     with pytest.raises(FloatingPointError, match="non-finite .*g_loss.* at step 4"):
-        train.train_and_evaluate(tiny_config, workdir)
+        trainer.train_and_evaluate(tiny_config, workdir)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
 
 
@@ -122,13 +124,13 @@ def test_bad_config_is_rejected_by_name(tiny_config, tmp_path, field, value, mes
     section, _, name = field.rpartition(".")
     (tiny_config[section] if section else tiny_config)[name] = value
     with pytest.raises(ValueError, match=message):
-        train.train_and_evaluate(tiny_config, str(tmp_path))
+        trainer.train_and_evaluate(tiny_config, str(tmp_path))
     assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
 
 
 def test_eval_modes(tiny_config):
-    setup = train.make_setup(tiny_config)
-    state = train.initial_state(tiny_config, setup)
+    setup = assembly.make_setup(tiny_config)
+    state = assembly.initial_state(tiny_config, setup)
     # Running averages unlike the batch's own statistics, so the two modes must differ.
     state = state.replace(g_batch_stats=jax.tree.map(lambda v: v + 0.5, state.g_batch_stats))
     x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1, maxval=1)
@@ -145,12 +147,12 @@ def test_eval_modes(tiny_config):
 
 def test_bfloat16_compute_keeps_float32_state_and_losses(tiny_config):
     tiny_config.model.compute_dtype = "bfloat16"
-    setup = train.make_setup(tiny_config)
-    state = jax.tree.map(lambda a: a[None], train.initial_state(tiny_config, setup))
+    setup = assembly.make_setup(tiny_config)
+    state = jax.tree.map(lambda a: a[None], assembly.initial_state(tiny_config, setup))
     rng = np.random.default_rng(0)
     batch = {k: rng.integers(0, 256, (1, 2, 32, 32, 3), np.uint8) for k in ("input", "target")}
     step = jax.jit(
-        jax.vmap(functools.partial(steps.train_step, setup=setup), axis_name=models.BATCH_AXIS)
+        jax.vmap(functools.partial(steps.train_step, setup=setup), axis_name=parallel.BATCH_AXIS)
     )
     new_state, step_metrics = step(state, batch)
     floats = [a for a in jax.tree.leaves(new_state) if jnp.issubdtype(a.dtype, jnp.floating)]

@@ -76,9 +76,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.mode = "paper"  # paper: dropout on, test-batch statistics | deterministic.
     config.eval.batch_size = 16  # Global eval batch.
     config.eval.num_samples = 8  # Rows of input | output | target in each samples/ grid.
-    # Keep the checkpoint of the best eval by this metric in checkpoints_best/: l1 (lower is
-    # better) | psnr | ssim (higher); "" keeps none.
+    # Keep the checkpoint of the best eval by this metric in checkpoints_best/: l1 | fid | kid
+    # (lower is better) | psnr | ssim (higher); "" keeps none.
     config.eval.best_metric = "l1"
+    # pytorch-fid's pt_inception-2015-12-05-6726825d.pth: adds FID and KID to every eval
+    # (and makes fid/kid usable as best_metric); "" computes neither.
+    config.eval.inception_weights = ""
 
     config.distributed = ml_collections.ConfigDict()
     config.distributed.initialize = False  # Call jax.distributed.initialize() (multi-host).

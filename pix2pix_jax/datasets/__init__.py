@@ -11,6 +11,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from pix2pix_jax.datasets import folder, pix2pix, synthetic_facades  # noqa: F401
+from pix2pix_jax.errors import ConfigError
 
 FOLDER = "folder"
 
@@ -24,7 +25,7 @@ def make_builder(dataset_config: Any) -> tfds.core.DatasetBuilder:
         return folder.make_builder(path, data_dir, skip)
     is_pix2pix = name.split("/")[0] == "pix2pix"
     if path and not is_pix2pix:
-        raise ValueError(
+        raise ConfigError(
             f"dataset.path={path!r} is only used with dataset.name='folder' or 'pix2pix/...', "
             f"not {name!r}"
         )
@@ -32,9 +33,9 @@ def make_builder(dataset_config: Any) -> tfds.core.DatasetBuilder:
     try:
         return tfds.builder(name, data_dir=data_dir, **kwargs)
     except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError(f"dataset.name={name!r}: no such tfds dataset ({e})") from None
+        raise ConfigError(f"dataset.name={name!r}: no such tfds dataset ({e})") from None
     except ValueError as e:  # an unknown builder config
-        raise ValueError(f"dataset.name={name!r}: {e}") from None
+        raise ConfigError(f"dataset.name={name!r}: {e}") from None
 
 
 def default_direction(name: str) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pix2pix_jax.datasets import images
+from pix2pix_jax.errors import ConfigError, DataError, MissingFileError
 
 SPLITS = ("train", "val", "test")
 SIDE_BY_SIDE, SEPARATE = "side_by_side", "separate"
@@ -70,7 +71,7 @@ def _image_files(directory: str) -> tuple[str, ...]:
 def _nonempty(directory: str) -> tuple[str, ...]:
     files = _image_files(directory)
     if not files:
-        raise ValueError(
+        raise DataError(
             f"{directory}: no image files (looked for {', '.join(images.SUFFIXES)}); "
             "remove the empty split folder or add images"
         )
@@ -80,19 +81,19 @@ def _nonempty(directory: str) -> tuple[str, ...]:
 def discover(root: str, skip_bad_files: bool = False) -> Layout:
     """The layout of the paired-image folder `root`, checked; see the module docstring."""
     if not root:
-        raise ValueError("dataset.path is empty; dataset.name='folder' needs the image folder")
+        raise ConfigError("dataset.path is empty; dataset.name='folder' needs the image folder")
     root = os.path.abspath(os.path.expanduser(root))
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"dataset.path={root!r}: no such directory")
+        raise MissingFileError(f"dataset.path={root!r}: no such directory")
     has = {d: os.path.isdir(os.path.join(root, d)) for d in ("A", "B") + SPLITS}
     if has["A"] or has["B"]:
         if not (has["A"] and has["B"]):
             there, missing = ("A", "B") if has["A"] else ("B", "A")
-            raise FileNotFoundError(f"{root} has {there}/ but no {missing}/ (separate layout)")
+            raise MissingFileError(f"{root} has {there}/ but no {missing}/ (separate layout)")
         return _discover_separate(root, skip_bad_files)
     splits = [s for s in SPLITS if has[s]]
     if not splits:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{root} holds neither split folders {'/, '.join(SPLITS)}/ of A|B images nor "
             "A/ and B/ folders with those splits"
         )
@@ -103,12 +104,12 @@ def _discover_separate(root: str, skip_bad_files: bool) -> Layout:
     split_dirs = {s: [os.path.isdir(os.path.join(root, side, s)) for side in "AB"] for s in SPLITS}
     splits = [s for s, (a, b) in split_dirs.items() if a or b]
     if not splits:
-        raise FileNotFoundError(f"{root}/A and {root}/B hold no split folders {SPLITS}")
+        raise MissingFileError(f"{root}/A and {root}/B hold no split folders {SPLITS}")
     files, unpaired = {}, []
     for split in splits:
         for side, present in zip("AB", split_dirs[split], strict=True):
             if not present:
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"{os.path.join(root, 'B' if side == 'A' else 'A', split)} exists but "
                     f"{os.path.join(root, side, split)} does not"
                 )
@@ -121,11 +122,11 @@ def _discover_separate(root: str, skip_bad_files: bool) -> Layout:
                 f"{os.path.join(root, other, split, f)} (A and B are matched by file name)"
             )
             if not skip_bad_files:
-                raise FileNotFoundError(message)
+                raise MissingFileError(message)
             unpaired.append(message)
         files[split] = tuple(sorted(set(a) & set(b)))
         if not files[split]:
-            raise ValueError(f"{root}: no A/B pairs in split {split!r}")
+            raise DataError(f"{root}: no A/B pairs in split {split!r}")
     return Layout(root, SEPARATE, files, tuple(unpaired))
 
 
@@ -215,7 +216,7 @@ class PairedFolder(tfds.core.GeneratorBasedBuilder):
             yield rel, {**record, "file_name": rel}
         images.report_skipped(skipped, ", ".join(dirs))
         if len(skipped) == len(self._layout.files[split]):
-            raise ValueError(f"{', '.join(dirs)}: every file of split {split!r} is bad")
+            raise DataError(f"{', '.join(dirs)}: every file of split {split!r} is bad")
 
 
 def _read(path: str) -> bytes:

@@ -11,6 +11,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from pix2pix_jax.errors import DataError
+
 SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")  # lower-case, as matched
 MIN_SIDE = 2  # smaller images (a 1-pixel image, a 1-pixel-wide strip) are rejected
 
@@ -21,7 +23,7 @@ _MODES.update({"YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"})
 _WIDE_GRAY = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
-class BadImageError(ValueError):
+class BadImageError(DataError):
     """An image file that cannot be used; the message names the file and the problem."""
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pix2pix_jax.datasets import images
+from pix2pix_jax.errors import DataError, MissingFileError
 
 URL_TEMPLATE = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{name}.tar.gz"
 
@@ -133,7 +134,7 @@ class Pix2pix(tfds.core.GeneratorBasedBuilder):
             path = os.path.expanduser(self._path)
             path = os.path.join(path, file_name) if os.path.isdir(path) else path
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"dataset.path={self._path!r}: no archive {path}")
+                raise MissingFileError(f"dataset.path={self._path!r}: no archive {path}")
             return path
         manual = os.path.join(os.fspath(dl_manager._manual_dir or ""), file_name)
         if dl_manager._manual_dir and os.path.isfile(manual):
@@ -154,7 +155,7 @@ class Pix2pix(tfds.core.GeneratorBasedBuilder):
             yield member, {"image": data, "file_name": member}
         images.report_skipped(skipped, f"{archive} ({split})")
         if not count:
-            raise ValueError(
+            raise DataError(
                 f"{archive}: no usable image files in {self._config.name}/{split}/ "
                 f"(the split needs .jpg/.png files)"
             )
@@ -170,4 +171,4 @@ def _members(archive: str, split: str) -> Iterator[tuple[str, bytes]]:
                 if len(parts) >= 2 and parts[-2] == split and images.is_image_name(member):
                     yield member, fobj.read()
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise ValueError(f"{archive}: not a readable tar.gz archive ({e})") from None
+        raise DataError(f"{archive}: not a readable tar.gz archive ({e})") from None

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from pix2pix_jax.errors import ConfigError, DataError
+
 MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 
 
@@ -47,7 +49,7 @@ def load_size(
         return target, max(height, int(target * h / w))  # int(): as the reference
     if mode == "none":
         return width, height
-    raise ValueError(f"dataset.preprocess={mode!r} is not one of {MODES}")
+    raise ConfigError(f"dataset.preprocess={mode!r} is not one of {MODES}")
 
 
 def crop_offsets(
@@ -99,7 +101,7 @@ def check_sizes(pictures: Sequence[Image.Image]) -> None:
     size = pictures[0].size
     for p in pictures[1:]:
         if p.size != size:
-            raise ValueError(f"images of one pair differ in size: {size} and {p.size}")
+            raise DataError(f"images of one pair differ in size: {size} and {p.size}")
 
 
 def transform(
