@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import make_tiny_config
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from test_best_checkpoint import BEST_METRIC, best_line, eval_lines, shared_trained_workdir
@@ -87,19 +88,6 @@ def test_the_best_checkpoint_evaluates_to_its_eval_during_training(workdir, tmp_
     assert record[BEST_METRIC] == pytest.approx(expected[BEST_METRIC], rel=1e-6)
 
 
-def test_fid_and_kid_with_inception_weights(workdir, tmp_path):
-    torch = pytest.importorskip("torch")
-    from torch_reference import fid_inception_state_dict
-
-    weights = str(tmp_path / "pt_inception.pth")
-    torch.save(fid_inception_state_dict(0), weights)
-    record, _ = evaluate.evaluate(
-        workdir, "val", inception_weights=weights, output=str(tmp_path / "out"), progress=False
-    )
-    assert np.isfinite(record["fid"]) and record["fid"] >= -1e-6
-    assert np.isfinite(record["kid"]) and record["kid_std"] >= 0
-
-
 def test_bad_inputs_give_one_clear_error(workdir, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         evaluate.evaluate(str(tmp_path / "nowhere"))
@@ -127,3 +115,32 @@ def test_the_command_line(workdir, tmp_path):
     with open(out / "metrics.json") as f:
         record = json.load(f)
     assert (record["step"], record["mode"], record["split"]) == (2, "deterministic", "val")
+
+
+def test_training_logs_fid_through_the_same_loop_as_evaluate(tmp_path, tmp_path_factory, data_dir):
+    """FID and KID with Inception weights (random, in pytorch-fid's layout), in training's
+    evals and from the evaluate command, which must agree: one evaluation loop."""
+    import torch_worker
+
+    from pix2pix_jax import trainer
+
+    torch_worker.requires_torch()
+    out = torch_worker.results("inception", tmp_path_factory)
+    weights = str(out / torch_worker.INCEPTION_WEIGHTS_FILE)
+    config = make_tiny_config(data_dir)
+    config.num_train_steps, config.eval_every_steps = 2, 2
+    config.eval.inception_weights = weights
+    config.eval.best_metric = "fid"
+    workdir = str(tmp_path / "run")
+    trainer.train_and_evaluate(config, workdir)
+    lines = eval_lines(workdir)
+    assert [r["step"] for r in lines] == [0, 2]
+    for line in lines:
+        assert np.isfinite(line["fid"]) and np.isfinite(line["kid"]) and line["kid_std"] >= 0
+    record, _ = evaluate.evaluate(
+        workdir, "val", inception_weights=weights, output=str(tmp_path / "out"), progress=False
+    )
+    for name in ("l1", "psnr", "ssim", "fid", "kid"):
+        assert record[name] == pytest.approx(lines[-1][name], rel=1e-5, abs=1e-6), name
+    best = best_line(lines, "fid")
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints_best"))) == [str(best["step"])]

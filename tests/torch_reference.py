@@ -10,8 +10,9 @@
 * `fid_inception_state_dict(seed)`: random weights in that layout, for tests
   that need a weights file (`torch.save` it to a temporary path).
 
-torch is a test-only dependency: import this module after
-`pytest.importorskip("torch")`.
+torch is a test-only dependency, and it stays out of the pytest process (with
+jaxlib in one process it has crashed the test session): only the child process
+of `torch_worker.py` imports this module.
 """
 
 import functools

@@ -1,0 +1,332 @@
+"""Runs the PyTorch side of the tests in a child process, so that pytest never imports torch.
+
+Tests compare pix2pix_jax with PyTorch re-expressions (`torch_reference`). The
+test process runs JAX as users do, without torch loaded (earlier sessions that
+mixed the two crashed inside XLA:CPU; no interaction was found, see the
+README's test section, but the process stays clean), so the PyTorch side runs
+here, in `python tests/torch_worker.py OUT JOB...`, and the tests (JAX side)
+read what it leaves in OUT/JOB/: .pth weights files, `arrays.npz` (outputs) and
+`info.json` (counts, key orders). It reads its inputs from OUT/JOB/inputs.npz.
+(Most inputs are seeded numpy arrays that the tests recompute to feed the JAX side.)
+
+Parent side (no torch import, ever):
+
+* `requires_torch()`: skip the calling test module when torch is not installed.
+* `want(job)`: at import of a test module, register the job it needs.
+* `results(job, tmp_path_factory)`: the job's output directory. The first call
+  of a session runs every registered job not yet run in ONE child process, so
+  a session that collects all the torch-comparing modules pays for one torch
+  import (test collection imports every module before any test runs).
+
+Child side (`main`): one function per job, in `JOBS`.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+# ---------------------------------------------------------------------------
+# Shared by both sides: the inputs and the parameters of the jobs.
+# ---------------------------------------------------------------------------
+
+
+def images(n, size, seed=0):
+    """Uniform [-1, 1] NHWC float32 images."""
+    return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
+
+
+# (generator, norm, image size, use_dropout, legacy .pth format): the converter's cases.
+GENERATOR_CASES = [
+    ("unet_256", "batch", 256, True, True),
+    ("unet_128", "instance", 128, True, False),
+    ("resnet_6blocks", "instance", 32, True, False),
+    ("resnet_9blocks", "batch", 16, False, True),
+]
+NGF = 8
+INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # = inception.WEIGHTS_FILE
+RESIZE_SHAPES = [(2, 40, 57, 3), (1, 320, 410, 3), (2, 31, 31, 1)]
+BAD_INCEPTION_FILES = ("missing_mixed_7c", "wrong_shape", "unexpected_key")
+
+
+def case_id(case):
+    return "-".join(str(v) for v in case)
+
+
+def _convert_weights_inputs():
+    arrays = {}
+    for case in GENERATOR_CASES:
+        _, norm, size, _, _ = case
+        arrays[f"{case_id(case)}/x"] = images(2, size)
+        if norm == "batch":
+            arrays[f"{case_id(case)}/calibration"] = images(4, size, 1)
+    arrays["workdir/x"] = images(2, 32)
+    arrays["workdir/calibration"] = images(4, 32, 1)
+    return arrays
+
+
+def _inception_inputs():
+    arrays = {"features/x": np.random.default_rng(0).uniform(-1, 1, (3, 75, 75, 3))}
+    for i, shape in enumerate(RESIZE_SHAPES):
+        arrays[f"resize/{i}"] = np.random.default_rng(1).uniform(-1, 1, shape)
+    return {k: v.astype(np.float32) for k, v in arrays.items()}
+
+
+INPUTS = {"convert_weights": _convert_weights_inputs, "inception": _inception_inputs}
+
+# ---------------------------------------------------------------------------
+# Parent side.
+# ---------------------------------------------------------------------------
+
+_wanted: list[str] = []
+_done: dict[str, pathlib.Path] = {}
+_failed: dict[str, Exception] = {}
+
+
+def requires_torch():
+    """Skip the calling module (at import) or test when torch is not installed, not importing it."""
+    import pytest
+
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip(
+            "torch is not installed (the PyTorch references need it)", allow_module_level=True
+        )
+
+
+def want(job: str) -> None:
+    """Register `job` for the session's child process (call at a test module's import)."""
+    if job not in INPUTS:
+        raise ValueError(f"unknown job {job!r}")
+    if job not in _wanted:
+        _wanted.append(job)
+
+
+def results(job: str, tmp_path_factory) -> pathlib.Path:
+    """OUT/job after the child has run it (together with every other registered job)."""
+    want(job)
+    if job in _failed:  # one failing child per session, not one per test
+        raise _failed[job]
+    if job not in _done:
+        pending = [j for j in _wanted if j not in _done]
+        out = tmp_path_factory.mktemp("torch_reference")
+        try:
+            run_child(out, pending)
+        except Exception as e:
+            _failed.update(dict.fromkeys(pending, e))
+            raise
+        _done.update({j: out / j for j in pending})
+    return _done[job]
+
+
+def run_child(out: pathlib.Path, jobs: list[str]) -> None:
+    for job in jobs:
+        (out / job).mkdir()
+        np.savez(out / job / "inputs.npz", **INPUTS[job]())
+    command = [sys.executable, str(HERE / "torch_worker.py"), str(out), *jobs]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the PyTorch worker failed ({' '.join(command)}):\n{done.stderr[-4000:]}"
+        )
+
+
+def torch_loaded() -> bool:
+    return "torch" in sys.modules
+
+
+def assert_torch_not_loaded_since(before: bool) -> None:
+    """For fixtures' teardown: the module's tests did not load torch into this process.
+
+    `before`: `torch_loaded()` at the fixture's setup. (Code outside these tests
+    can load it: pix2pix_jax's MetricWriter imports tensorboardX, which imports
+    torch when installed; see test_torch_isolation.)
+    """
+    assert before or not torch_loaded(), "a test loaded torch into the pytest process"
+
+
+def load_arrays(directory: pathlib.Path) -> dict[str, np.ndarray]:
+    with np.load(directory / "arrays.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def load_info(directory: pathlib.Path) -> dict:
+    with open(directory / "info.json") as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------
+# Child side: torch is imported only below, when this file runs as a script.
+# ---------------------------------------------------------------------------
+
+
+class Payload:
+    """An object whose unpickling would create a directory."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.mkdir, (self.target,))
+
+
+def _nchw(torch, x):
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def _nhwc(t):
+    return t.numpy().transpose(0, 2, 3, 1)
+
+
+def _reader_files(torch, out, arrays, info):
+    """The torch_weights reader's cases: both formats, a module's names, refused contents."""
+    gen = torch.Generator().manual_seed(0)
+    shared = torch.randn(20, generator=gen)
+    tensors = {
+        "conv.weight": torch.randn(4, 3, 2, 2, generator=gen),
+        "transposed": torch.randn(5, 6, generator=gen).t(),  # non-contiguous strides
+        "slice": torch.randn(10, generator=gen)[2:7],  # a storage offset
+        "head": shared[:5],  # two tensors of one storage
+        "tail": shared[5:],
+        "count": torch.tensor(7, dtype=torch.int64),
+        "half": torch.randn(4, generator=gen).half(),
+        "bf16": torch.randn(2, 3, generator=gen).to(torch.bfloat16),
+        "mask": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 3),
+    }
+    torch.save(tensors, str(out / "zip.pth"))
+    torch.save(tensors, str(out / "legacy.pth"), _use_new_zipfile_serialization=False)
+    info["tensors"] = list(tensors)
+    info["bf16"] = [k for k, t in tensors.items() if t.dtype == torch.bfloat16]
+    for name, t in tensors.items():  # numpy has no bfloat16: those as float32
+        arrays[f"tensors/{name}"] = t.float().numpy() if t.dtype == torch.bfloat16 else t.numpy()
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    torch.save(module.state_dict(), str(out / "module.pth"))
+    info["module_keys"] = list(module.state_dict())
+    arrays["module/0.weight"] = module[0].weight.detach().numpy()
+
+    target = str(out / "created_by_unpickling")
+    info["payload_target"] = target
+    torch.save({"weight": torch.zeros(2), "x": Payload(target)}, str(out / "payload.pth"))
+    torch.save(torch.nn.Linear(2, 2), str(out / "linear_module.pth"))  # a module, not a state_dict
+    torch.save({"step": 3}, str(out / "step.pth"))
+    torch.save({"w": torch.zeros(3)}, str(out / "ok.pth"))
+
+
+def convert_weights_job(torch, tr, out, inputs):
+    arrays, info = {}, {"params": {}}
+    _reader_files(torch, out, arrays, info)
+
+    def reference_generator(generator, norm, use_dropout, ngf=NGF):
+        if generator.startswith("resnet"):
+            n_blocks = int(generator.split("_")[1][0])
+            net = tr.ResnetGenerator(3, 3, ngf, norm, use_dropout, n_blocks)
+        else:
+            num_downs = {"unet_256": 8, "unet_128": 7}[generator]
+            net = tr.UnetGenerator(3, 3, num_downs, ngf, norm, use_dropout)
+        return tr.randomize(net, seed=0)
+
+    def output(net, x):
+        with torch.no_grad():
+            return _nhwc(net(_nchw(torch, x)))
+
+    for case in GENERATOR_CASES:
+        generator, norm, _, use_dropout, legacy = case
+        key = case_id(case)
+        net = reference_generator(generator, norm, use_dropout)
+        if norm == "batch":  # running statistics of a real batch keep the deep ResNet unsaturated
+            tr.calibrate_batch_norm(net, _nchw(torch, inputs[f"{key}/calibration"]))
+        state_dict = net.state_dict()
+        if norm == "instance":  # old reference versions kept (unused) instance-norm running stats
+            first_norm, channels = (
+                ("model.2", 8) if generator.startswith("resnet") else ("model.model.1.model.2", 16)
+            )
+            state_dict[f"{first_norm}.running_mean"] = torch.zeros(channels)
+            state_dict[f"{first_norm}.running_var"] = torch.ones(channels)
+        if legacy:  # as saved from nn.DataParallel by old PyTorch versions
+            state_dict = {f"module.{k}": v for k, v in state_dict.items()}
+        (out / key).mkdir()
+        torch.save(
+            state_dict,
+            str(out / key / "latest_net_G.pth"),
+            _use_new_zipfile_serialization=not legacy,
+        )
+        info["params"][key] = sum(p.numel() for p in net.parameters())
+        arrays[f"{key}/output"] = output(net, inputs[f"{key}/x"])
+
+    # A state_dict the converter must refuse for other configs (as numpy arrays, in order).
+    state_dict = reference_generator("unet_128", "batch", True).state_dict()
+    info["mismatch_keys"] = list(state_dict)
+    arrays.update({f"mismatch/{k}": v.numpy() for k, v in state_dict.items()})
+
+    # The tiny config's generator (a depth-5 U-Net) is the reference's UnetGenerator(num_downs=5).
+    net = tr.UnetGenerator(3, 3, 5, NGF, "batch", True)
+    net = tr.calibrate_batch_norm(tr.randomize(net, 1), _nchw(torch, inputs["workdir/calibration"]))
+    (out / "workdir").mkdir()
+    torch.save(net.state_dict(), str(out / "workdir" / "latest_net_G.pth"))
+    arrays["workdir/output"] = output(net, inputs["workdir/x"])
+
+    net = tr.randomize(tr.UnetGenerator(3, 3, 5, NGF, "batch", True), 2)
+    (out / "cli").mkdir()
+    torch.save(net.state_dict(), str(out / "cli" / "latest_net_G.pth"))
+    return arrays, info
+
+
+def inception_job(torch, tr, out, inputs):
+    F = torch.nn.functional
+    arrays, info = {}, {}
+    state_dict = tr.fid_inception_state_dict(seed=0)
+    torch.save(state_dict, str(out / INCEPTION_WEIGHTS_FILE))
+    net = tr.FIDInceptionV3().eval()
+    net.load_state_dict(state_dict)
+    with torch.no_grad():
+        arrays["features"] = net(_nchw(torch, inputs["features/x"]), resize=False).numpy()
+
+    for i, shape in enumerate(RESIZE_SHAPES):
+        x = _nchw(torch, inputs[f"resize/{i}"])
+        if shape[-1] == 1:  # grayscale: the same image in R, G and B
+            x = x.repeat(1, 3, 1, 1)
+        resized = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        arrays[f"resize/{i}"] = _nhwc(resized)
+
+    state_dict = dict(tr.fid_inception_state_dict(seed=1))
+    bad = {
+        "missing_mixed_7c": {k: v for k, v in state_dict.items() if "Mixed_7c" not in k},
+        "wrong_shape": {**state_dict, "Mixed_6b.branch1x1.conv.weight": torch.zeros(3, 3)},
+        "unexpected_key": {**state_dict, "model.model.0.weight": torch.zeros(3)},
+    }
+    assert tuple(bad) == BAD_INCEPTION_FILES
+    for name, sd in bad.items():
+        torch.save(sd, str(out / f"{name}.pth"))
+    return arrays, info
+
+
+JOBS = {"convert_weights": convert_weights_job, "inception": inception_job}
+
+
+def main(argv):
+    out, jobs = pathlib.Path(argv[1]), argv[2:]
+    import torch
+    import torch_reference
+
+    for job in jobs:
+        start = time.perf_counter()
+        with np.load(out / job / "inputs.npz") as f:
+            inputs = {k: f[k] for k in f.files}
+        arrays, info = JOBS[job](torch, torch_reference, out / job, inputs)
+        np.savez(out / job / "arrays.npz", **arrays)
+        with open(out / job / "info.json", "w") as f:
+            json.dump(info, f)
+        print(f"{job}: {time.perf_counter() - start:.1f}s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    main(sys.argv)
