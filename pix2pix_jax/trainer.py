@@ -198,11 +198,11 @@ class _Evaluator:
             consumers.append(evaluation.FeatureDistances(run.feature_fn))
         results = evaluation.evaluate(self.p_eval, state, run.config, run.eval_source, consumers)
         if run.writer:
+            image = grid.grid()
             run.writer.write(step, results, split=split)
-            run.writer.write_image(step, f"{split}/samples", grid.grid())
-            writers.save_png(
-                os.path.join(run.workdir, "samples", f"step_{step:07d}.png"), grid.grid()
-            )
+            run.writer.write_image(step, f"{split}/samples", image)
+            path = os.path.join(run.workdir, "samples", f"step_{step:07d}.png")
+            writers.save_png(path, image)
         summary = " ".join(f"{k}={v:.4f}" for k, v in results.items())
         if run.best and run.best.update(step, parallel.unreplicate(state), results):
             summary += f" (best {run.best.metric} so far: saved to {checkpointing.BEST_DIR}/)"
