@@ -17,20 +17,131 @@ names (`Conv_3`, `Norm_5`); this release names every layer explicitly, so
 those are refused with a `CheckpointError` that says so (the state layouts
 differ, and guessing a mapping could load weights into the wrong layers).
 
+The `meta` item also carries a SHA-256 of the state's bytes (and of the
+iterator state), computed from the host copy that is handed to the
+asynchronous write, so it is committed together with the arrays. Every
+restore recomputes it over what was read back: a flipped bit is refused with
+a `DamagedCheckpointError` naming the checkpoint, as is a checkpoint whose
+metadata files no longer parse (naming the file).
+
 This module knows nothing of training: callers pass the state template.
 """
 
+import contextlib
+import functools
+import hashlib
+import json
 import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from pix2pix_jax import metrics
-from pix2pix_jax.errors import CheckpointError, MissingFileError
+from pix2pix_jax.errors import CheckpointError, DamagedCheckpointError, MissingFileError
 
 FORMAT = 2  # 1: pix2pix_jax 0.1 (automatic layer names, no meta item); 2: explicit names
 META = {"format": FORMAT}
+# orbax's JSON metadata files inside a checkpoint (array data and OCDBT manifests are binary).
+_JSON_FILES = ("_CHECKPOINT_METADATA", "_METADATA", "metadata")
+
+
+def state_digest(state: Any, data_state: Any = None) -> str:
+    """SHA-256 of `state`'s leaves (path, dtype, shape, bytes; tree order) and `data_state`."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        array = np.ascontiguousarray(np.asarray(leaf)).reshape(-1)
+        header = f"{jax.tree_util.keystr(path)}|{array.dtype.str}|{np.shape(leaf)};"
+        digest.update(header.encode())
+        digest.update(array.view(np.uint8).data)
+    digest.update(json.dumps(data_state, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _meta(state: Any, data_state: Any) -> dict:
+    return {**META, "sha256": state_digest(state, data_state)}
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DamagedCheckpointError(f"{path}: damaged checkpoint metadata ({e})") from None
+
+
+def check_metadata(step_dir: str) -> dict | None:
+    """Parse every JSON metadata file of the checkpoint in `step_dir`; its `meta` record.
+
+    Raises a DamagedCheckpointError naming the first file that does not parse.
+    """
+    meta = None
+    for root, dirs, files in os.walk(step_dir):
+        dirs[:] = sorted(d for d in dirs if d != "d")  # "d": array data, binary
+        for name in sorted(files):
+            if name in _JSON_FILES:
+                record = _read_json(os.path.join(root, name))
+                if name == "metadata" and os.path.basename(root) == "meta":
+                    meta = record
+    if meta is not None and not isinstance(meta, dict):
+        raise DamagedCheckpointError(f"{os.path.join(step_dir, 'meta', 'metadata')}: damaged")
+    return meta
+
+
+def verify(step_dir: str, meta: dict | None, state: Any, data_state: Any = None) -> None:
+    """Raise a DamagedCheckpointError unless `state` (as restored) matches the saved checksum.
+
+    Checkpoints written before checksums were saved carry none and pass.
+    """
+    expected = (meta or {}).get("sha256")
+    if expected is not None and state_digest(state, data_state) != expected:
+        raise DamagedCheckpointError(
+            f"{step_dir} is damaged: its arrays do not match the checksum saved with them"
+        )
+
+
+def _drop_closed_loop(unraisable: Any, fallback: Callable[[Any], None]) -> None:
+    if not (
+        isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == "Event loop is closed"
+    ):
+        fallback(unraisable)
+
+
+@contextlib.contextmanager
+def quiet_failed_io() -> Iterator[None]:
+    """Silence the echo of a failed orbax read or write: "Event loop is closed" tracebacks.
+
+    When one array's read or write fails, orbax closes its event loop while
+    tensorstore still completes the other arrays' futures; each completion
+    then fails to reach the closed loop and is printed as an unraisable
+    exception (one traceback per array). The failure itself is raised as usual.
+    """
+    previous = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_drop_closed_loop, fallback=previous)
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, args: ocp.args.Composite) -> Any:
+    """manager.restore, with a damaged checkpoint's errors as one DamagedCheckpointError."""
+    step_dir = os.path.join(str(manager.directory), str(step))
+    try:
+        with quiet_failed_io():
+            return manager.restore(step, args=args)
+    except (KeyError, TypeError, IndexError, json.JSONDecodeError) as e:
+        raise DamagedCheckpointError(f"{step_dir}: damaged checkpoint metadata ({e!r})") from None
+    except (ValueError, OSError) as e:
+        if step_dir not in str(e):  # not a read failure inside it: e.g. a different layout
+            raise
+        first = str(e).strip().splitlines()[0]
+        raise DamagedCheckpointError(f"{step_dir} is damaged: {first}") from None
 
 
 def _manager(directory: str, max_to_keep: int | None) -> ocp.CheckpointManager:
@@ -58,25 +169,52 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, data_state: dict) -> None:
         """Start saving a host copy of `state` with the iterator state (returns early)."""
+        host = jax.device_get(state)
         self.manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(jax.device_get(state)),
+                state=ocp.args.StandardSave(host),
                 data=ocp.args.JsonSave(data_state),
-                meta=ocp.args.JsonSave(META),
+                meta=ocp.args.JsonSave(_meta(host, data_state)),
             ),
         )
 
     def restore(self, step: int, template: Any) -> tuple[Any, dict]:
-        """The (state, data iterator state) saved at `step`, shaped like `template`."""
+        """The verified (state, data iterator state) saved at `step`, shaped like `template`."""
+        step_dir = os.path.join(str(self.manager.directory), str(step))
         check_format(self.manager.directory, step)
-        restored = self.manager.restore(
+        meta = check_metadata(step_dir)
+        restored = _restore(
+            self.manager,
             step,
-            args=ocp.args.Composite(
+            ocp.args.Composite(
                 state=ocp.args.StandardRestore(template), data=ocp.args.JsonRestore()
             ),
         )
+        verify(step_dir, meta, restored["state"], restored["data"])
         return restored["state"], restored["data"]
+
+    def set_aside(self, step: int, destination: str) -> str:
+        """Move the checkpoint of `step` to `destination`/`step` (out of resume's sight).
+
+        Returns the new path. Only one process of a multi-host run may call it;
+        every process then calls `reload`.
+        """
+        source = os.path.join(str(self.manager.directory), str(step))
+        target = os.path.join(destination, str(step))
+        os.makedirs(destination, exist_ok=True)
+        if os.path.exists(target):
+            target = f"{target}.{len(os.listdir(destination))}"
+        shutil.move(source, target)
+        return target
+
+    def reload(self) -> None:
+        """Re-read the checkpoints on disk (after another process moved one aside)."""
+        self.manager.reload()
+
+    def wait(self) -> None:
+        """Block until pending saves are complete (raising their errors, if any)."""
+        self.manager.wait_until_finished()
 
     def close(self) -> None:
         """Wait for pending saves to finish, then release the manager."""
@@ -111,7 +249,11 @@ class BestCheckpointer:
     def __init__(self, directory: str, metric: str):
         self.metric = metric
         self.manager = _manager(directory, max_to_keep=1)
-        record = self.record()
+        try:
+            record = self.record()
+        except CheckpointError as e:  # never needed to resume: a damaged one is replaced
+            print(f"Note: {e}; the next eval replaces the best checkpoint.", flush=True)
+            record = None
         self.best = record["value"] if record and record.get("metric") == metric else None
 
     def record(self) -> dict | None:
@@ -119,7 +261,8 @@ class BestCheckpointer:
         step = self.manager.latest_step()
         if step is None:
             return None
-        restored = self.manager.restore(step, args=ocp.args.Composite(best=ocp.args.JsonRestore()))
+        check_metadata(os.path.join(str(self.manager.directory), str(step)))
+        restored = _restore(self.manager, step, ocp.args.Composite(best=ocp.args.JsonRestore()))
         return restored["best"]
 
     def update(self, step: int, state: Any, results: dict[str, float]) -> bool:
@@ -133,14 +276,17 @@ class BestCheckpointer:
                 self.manager.delete(old)
         record = {"metric": self.metric, "value": value, "step": step}
         record["results"] = {k: float(v) for k, v in results.items()}
+        host = jax.device_get(state)
         self.manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(jax.device_get(state)),
+                state=ocp.args.StandardSave(host),
                 best=ocp.args.JsonSave(record),
-                meta=ocp.args.JsonSave(META),
+                meta=ocp.args.JsonSave(_meta(host, None)),
             ),
         )
+        # Evals are rare: wait, so that a save reported as done is done (or its error raised).
+        self.manager.wait_until_finished()
         self.best = value
         return True
 
@@ -180,9 +326,13 @@ def restore_state(workdir: str, template: Any, which: str | int = "latest") -> t
     try:
         step = _resolve_step(directory, sorted(manager.all_steps()), which)
         check_format(directory, step)
-        restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template))
-        )
+        step_dir = os.path.join(directory, str(step))
+        meta = check_metadata(step_dir)
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(template))
+        if which != "best":  # the digest of checkpoints/ covers the iterator state too
+            args = ocp.args.Composite(state=args["state"], data=ocp.args.JsonRestore())
+        restored = _restore(manager, step, args)
+        verify(step_dir, meta, restored["state"], restored.get("data"))
     finally:
         manager.close()
     return restored["state"], step

@@ -51,6 +51,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_loss(config.loss)
     schedules.check(config.optimizer)
     _check_eval(config.eval)
+    _check_run(config)
 
 
 def _check_dataset(ds: Any) -> None:
@@ -98,6 +99,22 @@ def _check_loss(loss: Any) -> None:
         raise ConfigError(
             "nothing to train: loss.use_gan=False and loss.lambda_l1=0 leave the generator "
             "without a loss; set lambda_l1 > 0 (L1 only) or use_gan=True (GAN only)"
+        )
+
+
+#: Sizes that must be positive whatever the networks (0 or less builds empty layers).
+POSITIVE_SIZES = ("image_size", "model.ngf", "model.ndf")
+DAMAGED_CHECKPOINT = ("fallback", "stop")
+
+
+def _check_run(config: Any) -> None:
+    for field in POSITIVE_SIZES:
+        value = _field(config, field)
+        if not _is_int(value) or value < 1:
+            raise ConfigError(f"{field} must be a positive integer, got {value!r}")
+    if config.damaged_checkpoint not in DAMAGED_CHECKPOINT:
+        raise ConfigError(
+            f"damaged_checkpoint={config.damaged_checkpoint!r} is not one of {DAMAGED_CHECKPOINT}"
         )
 
 

@@ -29,3 +29,15 @@ class CheckpointError(UserError, ValueError):
 
 class DivergedError(UserError, FloatingPointError):
     """Training produced non-finite losses; the last finite checkpoint is kept."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint whose files are damaged: unreadable metadata or a checksum mismatch."""
+
+
+class WorkdirError(UserError, OSError):
+    """A workdir that cannot be used: not a writable folder, or in use by another run."""
+
+
+class DiskFullError(UserError, OSError):
+    """A write failed for want of space (ENOSPC) or over a file-size limit (EFBIG)."""

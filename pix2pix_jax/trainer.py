@@ -5,9 +5,15 @@
 `eval_every_steps` and at the end, and writes config.json, metrics.jsonl,
 TensorBoard events, samples/, checkpoints/ and (with `eval.best_metric`)
 checkpoints_best/ into `workdir`.
+
+A run holds the workdir's lock for its whole life, checks everything it can
+before writing anything, resumes from the newest checkpoint that passes its
+checksum, and turns a full disk into one line.
 """
 
+import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -33,7 +39,10 @@ from pix2pix_jax import (
     writers,
 )
 from pix2pix_jax import config as config_lib
-from pix2pix_jax.errors import DivergedError
+from pix2pix_jax import workdir as workdir_lib
+from pix2pix_jax.errors import CheckpointError, DamagedCheckpointError, DivergedError, WorkdirError
+
+DAMAGED_DIR = "checkpoints_damaged"  # where damaged checkpoints are moved, out of resume's way
 
 
 class _Logger:
@@ -73,8 +82,9 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
             previous = json.load(f)
         if previous != json.loads(config.to_json()):
             print(f"Note: config differs from {path}; resuming with the new one.", flush=True)
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:
         f.write(config.to_json(indent=2) + "\n")
+    os.replace(path + ".tmp", path)  # readers beside the run see the old file or the new one
 
 
 @dataclasses.dataclass
@@ -119,43 +129,145 @@ class _Run:
                 os.path.join(workdir, "checkpoints"), config.max_checkpoints_to_keep
             ),
             best=best,
-            writer=writers.MetricWriter(workdir) if jax.process_index() == 0 else None,
+            writer=None,  # opened by restore, which knows the step metrics.jsonl continues from
             schedule=steps.learning_rate_schedule(config, len(train_source)),
             feature_fn=feature_fn,
         )
 
     def close(self) -> None:
-        """Wait for pending checkpoint writes, then close everything."""
-        self.checkpointer.close()
-        if self.best:
-            self.best.close()
-        if self.writer:
-            self.writer.close()
+        """Wait for pending checkpoint writes, then close everything (all, even if one fails)."""
+        parts = [self.checkpointer, self.best, self.writer]
+        errors = []
+        for part in filter(None, parts):
+            try:
+                part.close()
+            except Exception as e:  # closing the rest matters more; the first error is raised
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
     def restore(self) -> tuple[steps.TrainState, int]:
-        """The host state to start from and its step: the latest checkpoint's, or a new one."""
+        """The host state to start from and its step: the newest intact checkpoint's, or new.
+
+        Also opens the metric writer, which drops the lines an interrupted
+        run wrote after that checkpoint (they are about to be written again).
+        """
         state = assembly.initial_state(self.config, self.setup)
-        latest = self.checkpointer.latest_step()
-        if latest is None:
-            return state, 0
-        # A step-0 checkpoint is a converted model: start from it.
-        state, data_state = self.checkpointer.restore(latest, state)
-        if data_state:
-            self.train_iter.set_state(data_state)
-        print(f"Resuming from the checkpoint of step {latest}.", flush=True)
-        return state, latest
+        restored = self._restore_intact(state)
+        start = 0
+        if restored is not None:
+            # A step-0 checkpoint is a converted model: start from it.
+            state, data_state, start = restored
+            if data_state:
+                self.train_iter.set_state(data_state)
+            print(f"Resuming from the checkpoint of step {start}.", flush=True)
+        if jax.process_index() == 0:
+            # Step 0 is evaluated again; after step N > 0, the lines through N stay.
+            self.writer = writers.MetricWriter(self.workdir, keep_through=start if start else -1)
+        return state, start
+
+    def _restore_intact(self, template: Any) -> tuple[Any, dict, int] | None:
+        """(state, data state, step) of the newest checkpoint that verifies, or None if none.
+
+        A damaged one is moved to checkpoints_damaged/ and the next older is
+        tried (config.damaged_checkpoint='fallback'), or the run stops ('stop').
+        """
+        damaged = []
+        for step in reversed(self.checkpointer.all_steps()):
+            try:
+                state, data_state = self.checkpointer.restore(step, template)
+                return state, data_state, step
+            except DamagedCheckpointError as e:
+                if self.config.damaged_checkpoint == "stop":
+                    raise
+                damaged.append(self._set_aside(step, e))
+        if damaged:
+            raise CheckpointError(
+                f"no intact checkpoint left in {self.workdir}/checkpoints (damaged ones moved to "
+                f"{DAMAGED_DIR}/); run again to start from scratch"
+            )
+        return None
+
+    def _set_aside(self, step: int, error: Exception) -> int:
+        """Move a damaged checkpoint out of checkpoints/ (process 0), announcing it."""
+        target = os.path.join(self.workdir, DAMAGED_DIR, str(step))
+        if jax.process_index() == 0:
+            target = self.checkpointer.set_aside(step, os.path.join(self.workdir, DAMAGED_DIR))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self.checkpointer.reload()
+        print(f"Refused: {error}; moved it to {target}, falling back to an older one.", flush=True)
+        return step
+
+
+def _check_devices(config: ml_collections.ConfigDict) -> None:
+    """The batch sizes must split evenly over the devices: checked before anything is written."""
+    parallel.split_batch(config.batch_size, "batch_size")
+    parallel.split_batch(config.eval.batch_size, "eval.batch_size")
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: str):
+    """Hold `workdir`'s run lock (process 0 takes it for all) while the block runs."""
+    lock, error = workdir_lib.RunLock(workdir), None
+    if jax.process_index() == 0:
+        try:
+            lock.acquire()
+        except WorkdirError as e:
+            error = e
+    if jax.process_count() > 1:  # every process stops if process 0 could not take it
+        from jax.experimental import multihost_utils
+
+        if not multihost_utils.broadcast_one_to_all(np.int32(error is None)) and error is None:
+            error = WorkdirError(f"workdir {workdir} is in use by another run (see process 0)")
+    if error is not None:
+        raise error
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _last_checkpoint_note(workdir: str) -> str:
+    """Which complete checkpoint a failed run leaves as the one to resume from."""
+    directory = os.path.join(workdir, "checkpoints")
+    done = (
+        [int(e) for e in os.listdir(directory) if e.isdigit()] if os.path.isdir(directory) else []
+    )
+    if not done:
+        return "; no checkpoint was completed"
+    last = os.path.join(directory, str(max(done)))
+    size = sum(os.path.getsize(os.path.join(root, f)) for root, _, fs in os.walk(last) for f in fs)
+    return (
+        f"; the last complete checkpoint is {last} ({size / 2**20:.1f} MiB, about what each "
+        "checkpoint needs), from which a rerun resumes"
+    )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
     """Train and evaluate as `config` says, resuming from `workdir`; returns the final state.
 
     SIGTERM or SIGINT saves a checkpoint at the current step and returns
-    early; running again with the same `workdir` continues exactly.
+    early; running again with the same `workdir` continues exactly. A second
+    run on the same `workdir` stops at once with a WorkdirError.
     """
     config_lib.validate(config)
     runtime.check(config)
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    _check_devices(config)
+    workdir = workdir_lib.prepare(workdir)
+    note = functools.partial(_last_checkpoint_note, workdir)
+    with (
+        _workdir_lock(workdir),
+        workdir_lib.one_line_disk_full(workdir, note),
+        checkpointing.quiet_failed_io(),
+    ):
+        return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
+    """The run itself, in a locked, usable `workdir`."""
     if jax.process_index() == 0:
         _write_config(config, workdir)
     run = _Run.open(config, workdir)
@@ -227,6 +339,7 @@ def _train_loop(state, start, run: _Run, evaluate_at, watch, logger):
         if save:
             run.checkpointer.save(step, parallel.unreplicate(state), data_state)
         if stop:
+            run.checkpointer.wait()  # say "saved" only once it is
             logger.progress.write(
                 f"Stopping at step {step} on request: checkpoint saved; "
                 "the same command resumes from it."

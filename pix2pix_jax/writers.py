@@ -12,14 +12,24 @@ from PIL import Image
 
 
 class MetricWriter:
-    """Appends one JSON object per call to metrics.jsonl and mirrors it to TensorBoard."""
+    """Appends one JSON object per call to metrics.jsonl and mirrors it to TensorBoard.
 
-    def __init__(self, workdir: str):
+    A run resumed from the checkpoint of step N passes `keep_through=N`: the
+    lines of later steps, written by the run that was interrupted and about
+    to be written again, are dropped from metrics.jsonl (with a torn last
+    line), and TensorBoard is told to purge its events after N.
+    """
+
+    def __init__(self, workdir: str, keep_through: int | None = None):
         with _without_torch():  # imported here: only process 0 writes
             from tensorboardX import SummaryWriter
 
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
-        self._tb = SummaryWriter(workdir)
+        path = os.path.join(workdir, "metrics.jsonl")
+        if keep_through is not None and os.path.exists(path):
+            drop_lines_after(path, keep_through)
+        self._jsonl = open(path, "a")  # noqa: SIM115
+        purge = None if keep_through is None else keep_through + 1
+        self._tb = SummaryWriter(workdir, purge_step=purge)
 
     def write(self, step: int, metrics: dict[str, float], split: str = "train") -> None:
         """Record `metrics` of `split` at `step`."""
@@ -38,6 +48,31 @@ class MetricWriter:
         """Flush and close both outputs."""
         self._jsonl.close()
         self._tb.close()
+
+
+def _kept(line: str, keep_through: int) -> bool:
+    try:
+        return json.loads(line)["step"] <= keep_through
+    except (ValueError, KeyError, TypeError):  # torn by a kill mid-write
+        return False
+
+
+def drop_lines_after(path: str, keep_through: int) -> int:
+    """Rewrite the metrics file `path` without lines of steps after `keep_through`.
+
+    The new file replaces the old one by a rename, so a kill leaves one of
+    the two whole. Returns the number of lines dropped.
+    """
+    with open(path) as f:
+        lines = f.readlines()
+    kept = [line for line in lines if line.endswith("\n") and _kept(line, keep_through)]
+    if len(kept) == len(lines):
+        return 0
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+    return len(lines) - len(kept)
 
 
 @contextlib.contextmanager

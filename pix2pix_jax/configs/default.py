@@ -93,4 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_every_steps = 300  # Val metrics and a sample grid (also at step 0 and the end).
     config.checkpoint_every_steps = 300  # Orbax checkpoint (also at the end).
     config.max_checkpoints_to_keep = 2  # Older checkpoints are deleted.
+    # A latest checkpoint that fails its checksum: fallback (move it to checkpoints_damaged/,
+    # resume from the newest intact one) | stop (refuse to resume).
+    config.damaged_checkpoint = "fallback"
     return config
