@@ -67,6 +67,10 @@ def _check_dataset(ds: Any) -> None:
             raise ConfigError(f"dataset.{field}={ds[field]!r} must be an integer >= {low}")
     if not ds.load_size_ratio >= 1:
         raise ConfigError(f"dataset.load_size_ratio={ds.load_size_ratio} must be >= 1")
+    if not _is_int(ds.max_image_pixels) or ds.max_image_pixels < 4:  # 2x2, the smallest image
+        raise ConfigError(
+            f"dataset.max_image_pixels={ds.max_image_pixels!r} must be an integer >= 4"
+        )
     channels = tuple(input_pipeline.CHANNEL_MODES)
     for field in ("input_channels", "output_channels"):
         if ds[field] not in channels:

@@ -116,12 +116,12 @@ def _to_array(picture: Image.Image, channels: int) -> np.ndarray:
     return np.asarray(picture).reshape(picture.height, picture.width, channels)
 
 
-def _decoded(record: dict, key: str) -> Image.Image:
+def _decoded(record: dict, key: str, max_pixels: int = images.MAX_PIXELS) -> Image.Image:
     """record[key] (encoded bytes or a decoded uint8 array) as a Pillow image."""
     value = record[key]
     if isinstance(value, np.ndarray) and value.dtype != object:
         return _to_pil(value)
-    return images.decode(bytes(value), _file_name(record, key))
+    return images.decode(bytes(value), _file_name(record, key), max_pixels)
 
 
 def _file_name(record: dict, key: str) -> str:
@@ -141,6 +141,7 @@ class Recipe:
     load_size_ratio: float
     flip: bool
     load_shape: tuple[int, int] | None = None  # (height, width): the device jitters to it
+    max_pixels: int = images.MAX_PIXELS  # dataset.max_image_pixels: the decoding bound
 
     @classmethod
     def from_config(cls, config: Any) -> "Recipe":
@@ -149,6 +150,7 @@ class Recipe:
         return cls(
             direction(ds), ds.input_channels, ds.output_channels, ds.preprocess,
             image_shape(config), float(ds.load_size_ratio), bool(ds.flip), load_shape(config),
+            ds.max_image_pixels,
         )  # fmt: skip
 
 
@@ -159,9 +161,10 @@ def pair(record: dict, recipe: Recipe) -> tuple[Image.Image, Image.Image]:
     `image_b` (encoded files or uint8 arrays).
     """
     if "image" in record:
-        a, b = images.split_ab(_decoded(record, "image"), _file_name(record, "image"))
+        image = _decoded(record, "image", recipe.max_pixels)
+        a, b = images.split_ab(image, _file_name(record, "image"))
     else:
-        a, b = _decoded(record, "image_a"), _decoded(record, "image_b")
+        a, b = (_decoded(record, k, recipe.max_pixels) for k in ("image_a", "image_b"))
     x, y = (a, b) if recipe.direction == "AtoB" else (b, a)
     modes = CHANNEL_MODES[recipe.input_channels], CHANNEL_MODES[recipe.output_channels]
     return tuple(p if p.mode == m else p.convert(m) for p, m in zip((x, y), modes, strict=True))

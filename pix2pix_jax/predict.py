@@ -87,6 +87,35 @@ def output_names(inputs: list[str], num_samples: int) -> list[list[str]]:
     return [[f"{stem}_sample{k}.png" for k in range(num_samples)] for stem in stems]
 
 
+def check_outputs(input_path: str, inputs: list[str], outputs: list[str], output: str) -> None:
+    """Raise a ConfigError if writing `outputs` (in folder `output`) would touch an input.
+
+    Refused: an output that is an input file (by path, through links, or a hard link to it),
+    and, when `input_path` is a folder, an `output` folder inside it or equal to it.
+    """
+    if os.path.isdir(input_path):
+        folder, out = os.path.realpath(input_path), os.path.realpath(output)
+        if os.path.commonpath([folder, out]) == folder:
+            where = "the input folder" if out == folder else "inside the input folder"
+            raise ConfigError(
+                f"--output={output!r} is {where} {input_path!r}: choose an output folder "
+                "outside it (predict never writes into its inputs)"
+            )
+    # Compared by real path and by (device, inode): symlinks and hard links included.
+    real = {os.path.realpath(p): p for p in inputs}
+    ids = {(st.st_dev, st.st_ino): p for p in inputs for st in [os.stat(p)]}
+    for target in outputs:
+        existing = os.stat(target) if os.path.exists(target) else None
+        hit = real.get(os.path.realpath(target)) or (
+            existing and ids.get((existing.st_dev, existing.st_ino))
+        )
+        if hit:
+            raise ConfigError(
+                f"--output={output!r} would overwrite the input {hit} (as {target}); "
+                "choose another output folder"
+            )
+
+
 def make_translate(state, setup: steps.Setup, mode: str) -> Callable:
     """A jitted (uint8 images [B, S, S, C], keys [B]) -> float images in [-1, 1], image by image."""
     return jax.jit(
@@ -129,6 +158,7 @@ def predict(
     evaluate.check_mode(mode)
     inputs = list_inputs(input_path)
     names = [[os.path.join(output, n) for n in ns] for ns in output_names(inputs, num_samples)]
+    check_outputs(input_path, inputs, [n for ns in names for n in ns], output)
     config, state, _ = assembly.restore_for_inference(workdir, checkpoint)
     mode = config.eval.mode if mode is None else mode
     if mode == "deterministic" and num_samples > 1:

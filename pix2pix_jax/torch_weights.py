@@ -15,10 +15,18 @@ Nothing in the file is executed: the pickles are read by an unpickler whose
 functions and its typed storage classes, each mapped to a numpy
 re-implementation. Any other global (a class, `os.system`, ...) is refused
 with a ValueError naming the file and the global.
+
+Memory stays bounded by the file's size whatever the file declares: zip members may declare
+at most `2 * file size + 64 MiB` bytes in all (the pickle at most 64 MiB), are streamed with
+their declared size as a cap (a member that inflates beyond it is refused), a legacy storage
+may not declare more bytes than the file has left, and the tensors built hold at most the
+elements of the storages read (a view that repeats elements, e.g. stride 0, is refused;
+identical views are built once).
 """
 
 import collections
 import dataclasses
+import io
 import math
 import os
 import pickle
@@ -47,6 +55,10 @@ STORAGE_DTYPES = {
 }
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+# A state_dict's pickle holds names and shapes only: ~200 bytes per tensor.
+MAX_PICKLE_BYTES = 64 * 2**20
+_SLACK_BYTES = 64 * 2**20  # what zip members may declare beyond twice the file's size
+_CHUNK = 2**20  # members are decompressed this much at a time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,17 +167,68 @@ def _load_zip(path: str) -> tuple[Any, dict[str, np.ndarray]]:
         prefix = pickles[0][: -len("data.pkl")]
         order = "little"
         if prefix + "byteorder" in names:
-            order = archive.read(prefix + "byteorder").decode().strip()
-        with archive.open(pickles[0]) as f:
-            unpickler = _RestrictedUnpickler(f, path)
-            obj = unpickler.load()
+            order = _read_member(archive, prefix + "byteorder", 16, path).decode().strip()
+        pickled = _read_member(archive, pickles[0], MAX_PICKLE_BYTES, path)
+        unpickler = _RestrictedUnpickler(io.BytesIO(pickled), path)
+        obj = unpickler.load()
+        budget = 2 * os.path.getsize(path) + _SLACK_BYTES - len(pickled)
         storages = {}
         for key, ref in unpickler.storages.items():
             name = f"{prefix}data/{key}"
             if name not in names:
                 raise DataError(f"{path}: storage {key} is missing from the archive")
-            storages[key] = _checked_buffer(archive.read(name), ref, path, order)
+            expected = ref.numel * ref.dtype.itemsize
+            if expected > budget:
+                raise DataError(
+                    f"{path}: storage {key} declares {expected:,} bytes, more than a file of "
+                    f"{os.path.getsize(path):,} bytes can hold (storages so far included)"
+                )
+            budget -= expected
+            data = _read_member(archive, name, expected, path, exact=True)
+            storages[key] = _checked_buffer(data, ref, path, order)
     return obj, storages
+
+
+def _read_member(
+    archive: zipfile.ZipFile, name: str, limit: int, path: str, exact: bool = False
+) -> bytearray:
+    """The bytes of member `name`: at most `limit` (exactly `limit` when `exact`), streamed.
+
+    The declared sizes are checked before anything is read, and the member is decompressed
+    `_CHUNK` bytes at a time, never beyond what it declares.
+    """
+    info = archive.getinfo(name)
+    where = f"{path}: member {name}"
+    # torch.save stores members; zipfile inflates deflate in bounded steps, but hands bzip2
+    # and lzma data to decompressors without an output limit (1 MiB of bzip2 can be a TB).
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise DataError(
+            f"{where} uses compression method {info.compress_type}; only stored or deflated "
+            "members are read"
+        )
+    if info.file_size > limit and not exact:
+        raise DataError(f"{where} declares {info.file_size:,} bytes, more than {limit:,}")
+    if info.file_size < limit and exact:
+        raise DataError(
+            f"{where} holds {info.file_size:,} bytes, expected {limit:,} (truncated file?)"
+        )
+    # Deflate never grows data by more than a small fraction: a member compressed to much
+    # more than its declared size inflates beyond it.
+    if info.compress_size > info.file_size + info.file_size // 100 + 1024:
+        raise DataError(
+            f"{where} is compressed to {info.compress_size:,} bytes but declares "
+            f"{info.file_size:,}: it would inflate beyond its declared size (corrupt file?)"
+        )
+    size = min(info.file_size, limit)
+    data = bytearray(size)
+    with archive.open(info) as f, memoryview(data) as view:
+        done = 0
+        while done < size:
+            count = f.readinto(view[done : done + _CHUNK])
+            if not count:
+                raise DataError(f"{where} ends after {done:,} of its {size:,} bytes")
+            done += count
+    return data
 
 
 def _load_legacy(path: str) -> tuple[Any, dict[str, np.ndarray]]:
@@ -204,12 +267,20 @@ def _load_legacy(path: str) -> tuple[Any, dict[str, np.ndarray]]:
                 raise DataError(
                     f"{path}: storage {key} has {numel} elements, its tensors say {ref.numel}"
                 )
+            left = os.fstat(f.fileno()).st_size - f.tell()
+            if not 0 <= numel * ref.dtype.itemsize <= left:  # checked before allocating
+                raise DataError(
+                    f"{path}: storage {key} declares {numel:,} elements, more than the "
+                    f"{left:,} bytes left in the file (truncated file?)"
+                )
             data = f.read(numel * ref.dtype.itemsize)
             storages[str(key)] = _checked_buffer(data, ref, path, order)
     return obj, storages
 
 
-def _checked_buffer(data: bytes, ref: _StorageRef, path: str, byteorder: str) -> np.ndarray:
+def _checked_buffer(
+    data: bytes | bytearray, ref: _StorageRef, path: str, byteorder: str
+) -> np.ndarray:
     expected = ref.numel * ref.dtype.itemsize
     if len(data) < expected:
         raise DataError(
@@ -223,7 +294,11 @@ def _checked_buffer(data: bytes, ref: _StorageRef, path: str, byteorder: str) ->
 def _materialize(obj: Any, storages: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
     if not isinstance(obj, dict):
         raise DataError(f"{path} holds a {type(obj).__name__}, not a state_dict")
-    result = {}
+    # The tensors built may hold as many bytes as the storages read, no more: many entries
+    # viewing one storage differently would otherwise multiply it. Tied weights (the same
+    # view twice) are built once.
+    budget = sum(data.nbytes for data in storages.values())
+    result, built = {}, {}
     for name, value in obj.items():
         if not isinstance(value, _TensorRef):
             raise DataError(
@@ -232,21 +307,40 @@ def _materialize(obj: Any, storages: dict[str, np.ndarray], path: str) -> dict[s
             )
         if not isinstance(value.storage, _StorageRef) or value.storage.key not in storages:
             raise DataError(f"{path}: tensor {name!r} refers to no storage of the file")
-        result[str(name)] = _tensor(value, storages[value.storage.key], path, name)
+        if value not in built:
+            data = storages[value.storage.key]
+            _check_view(value, data, path, name)
+            budget -= math.prod(value.size) * data.itemsize
+            if budget < 0:
+                raise DataError(
+                    f"{path}: tensor {name!r}: the tensors view their storages more than once "
+                    "(more elements than the file holds); such files are not read"
+                )
+            built[value] = _tensor(value, data, path, name)
+        result[str(name)] = built[value]
     return result
 
 
-def _tensor(ref: _TensorRef, data: np.ndarray, path: str, name: str) -> np.ndarray:
+def _check_view(ref: _TensorRef, data: np.ndarray, path: str, name: str) -> None:
+    """Refuse a tensor that is not a view of at most its storage's elements, inside it."""
     numbers = (ref.offset, *ref.size, *ref.stride)
-    if not all(isinstance(n, int) and n >= 0 for n in numbers) or len(ref.size) != len(ref.stride):
+    valid = all(isinstance(n, int) and 0 <= n < 2**40 for n in numbers)  # numpy's sizes fit
+    if not valid or len(ref.size) != len(ref.stride):
         raise DataError(f"{path}: tensor {name!r} has an invalid offset, size or stride")
-    if math.prod(ref.size) > max(data.size, 1) and 0 not in ref.stride:
-        raise DataError(f"{path}: tensor {name!r} is larger than its storage")
-    if math.prod(ref.size) > 2**31:  # a stride-0 tensor expanded to an absurd size
-        raise DataError(f"{path}: tensor {name!r} has an implausible size {ref.size}")
+    # A view with more elements than its storage repeats some (a stride of 0, overlapping
+    # strides): a few bytes of storage would become gigabytes. state_dicts hold no such views.
+    if math.prod(ref.size) > data.size:
+        raise DataError(
+            f"{path}: tensor {name!r} of size {ref.size} (stride {ref.stride}) has more "
+            f"elements than its storage's {data.size:,}: expanded views are not read"
+        )
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True) if n)
     if min(ref.size, default=1) and (ref.offset < 0 or last >= data.size):
         raise DataError(f"{path}: tensor {name!r} reads outside its storage")
+
+
+def _tensor(ref: _TensorRef, data: np.ndarray, path: str, name: str) -> np.ndarray:
+    """The tensor `ref` of the storage `data` (checked by `_check_view`), as its own array."""
     if 0 in ref.size:
         return np.zeros(ref.size, data.dtype)
     view = np.lib.stride_tricks.as_strided(

@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.output_channels = 3  # Model output: 1, 3 or 4; images are converted.
     config.dataset.path = ""  # folder: the image folder; pix2pix/NAME: an archive you have.
     config.dataset.skip_bad_files = False  # Skip (and list) bad image files instead of stopping.
+    # Largest image (width x height) decoded, and the most pixels all decoding threads of a
+    # process decode at once: 2**25 (8192x4096) bounds decoding memory to ~400 MB per process.
+    config.dataset.max_image_pixels = 2**25
     config.dataset.train_split = "train"  # Split to train on.
     # resize_and_crop | crop | scale_width | scale_width_and_crop | none (the reference's).
     config.dataset.preprocess = "resize_and_crop"

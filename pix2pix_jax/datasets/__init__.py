@@ -10,26 +10,30 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from pix2pix_jax.datasets import folder, pix2pix, synthetic_facades  # noqa: F401
+from pix2pix_jax.datasets import folder, images, pix2pix, synthetic_facades  # noqa: F401
 from pix2pix_jax.errors import ConfigError
 
 FOLDER = "folder"
 
 
 def make_builder(dataset_config: Any) -> tfds.core.DatasetBuilder:
-    """The tfds builder named by `dataset_config` (name, data_dir, path, skip_bad_files)."""
+    """The tfds builder named by `dataset_config`.
+
+    Reads its name, data_dir, path, skip_bad_files and max_image_pixels.
+    """
     name, path = dataset_config.name, dataset_config.get("path", "")
     data_dir = dataset_config.get("data_dir") or None
     skip = bool(dataset_config.get("skip_bad_files", False))
+    max_pixels = int(dataset_config.get("max_image_pixels", images.MAX_PIXELS))
     if name == FOLDER:
-        return folder.make_builder(path, data_dir, skip)
+        return folder.make_builder(path, data_dir, skip, max_pixels)
     is_pix2pix = name.split("/")[0] == "pix2pix"
     if path and not is_pix2pix:
         raise ConfigError(
             f"dataset.path={path!r} is only used with dataset.name='folder' or 'pix2pix/...', "
             f"not {name!r}"
         )
-    kwargs = {"path": path, "skip_bad_files": skip} if is_pix2pix else {}
+    kwargs = {"path": path, "skip_bad_files": skip, "max_pixels": max_pixels} if is_pix2pix else {}
     try:
         return tfds.builder(name, data_dir=data_dir, **kwargs)
     except tfds.core.registered.DatasetNotFoundError as e:

@@ -12,13 +12,15 @@ Splits are the split folders present; subfolders are searched too. Files are JPE
 BMP (by suffix; other files are ignored), 8- or 16-bit, grayscale, RGB or RGBA, of any size.
 Their bytes are stored untouched and decoded when read.
 
-The layout, the file lists and the partners are checked before anything is written, and every
-image is decoded and checked while preparing; the first problem stops with one error naming the
-file, unless `skip_bad_files`, which leaves bad files (and A files without a B partner, or
-B without A) out and prints them. The prepared dataset lives in DATA_DIR/paired_folder/<config>,
-where the config name is the folder's name plus a fingerprint of its file list (names, sizes,
-modification times) and of `skip_bad_files`: a changed folder is prepared anew, and a failed
-prepare leaves nothing behind that a later run would use.
+The layout, the file lists and the partners are checked before anything is written (a file name
+that is not valid UTF-8, a dangling symbolic link, a named pipe, device or socket, a file larger
+than any image of `max_pixels` pixels), and every image is decoded and checked while preparing;
+the first problem stops with one error naming the file, unless `skip_bad_files`, which leaves
+bad files (and A files without a B partner, or B without A) out and prints them. The prepared
+dataset lives in DATA_DIR/paired_folder/<config>, where the config name is the folder's name
+plus a fingerprint of its file list (names, sizes, modification times) and of `skip_bad_files`
+(with it, of `max_pixels`): a changed folder is prepared anew, and a failed prepare leaves
+nothing behind that a later run would use.
 """
 
 import dataclasses
@@ -46,9 +48,8 @@ class Layout:
     kind: str  # SIDE_BY_SIDE or SEPARATE
     # split -> paths relative to the split folder(s); not in the repr, which tfds logs
     files: dict[str, tuple[str, ...]] = dataclasses.field(repr=False)
-    unpaired: tuple[str, ...] = dataclasses.field(
-        default=(), repr=False
-    )  # SEPARATE: files without a partner (skip_bad_files only)
+    # skip_bad_files only: why each left-out file was left out (bad files, lonely partners)
+    skipped: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
     def split_dirs(self, split: str) -> tuple[str, ...]:
         """The folder(s) holding `split`: one for side-by-side, A and B for separate."""
@@ -57,32 +58,80 @@ class Layout:
         return tuple(os.path.join(self.root, side, split) for side in "AB")
 
 
-def _image_files(directory: str) -> tuple[str, ...]:
-    """Image files under `directory` (searched recursively), relative to it, sorted."""
-    found = []
+def shown(path: str) -> str:
+    """`path` printable: bytes that are not UTF-8 (os' surrogate escapes) as backslash-x codes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def file_problem(path: str, max_bytes: int) -> str | None:
+    """Why the listed image file `path` cannot be read (a one-line message naming it), or None.
+
+    Checked before anything is prepared, without opening the file: a name that is not valid
+    UTF-8 (tfds stores names as UTF-8 text), a dangling link, a named pipe (reading it hangs),
+    a device (reading /dev/zero never ends), a file larger than `max_bytes`.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{shown(path)}: the file name is not valid UTF-8; rename the file"
+    try:
+        info = os.stat(path)  # follows links: what a read would see
+    except OSError as e:
+        if os.path.islink(path) and not os.path.exists(path):
+            return f"{path}: a dangling symbolic link (to {os.readlink(path)!r})"
+        return f"{path}: cannot be read ({e.strerror})"
+    kind = images.special_file_kind(info.st_mode)
+    if kind:
+        return f"{path}: is {kind}, not a regular file; images must be files"
+    if info.st_size > max_bytes:
+        return images.too_large(path, info.st_size, max_bytes)
+    return None
+
+
+def _image_files(directory: str, max_bytes: int) -> tuple[tuple[str, ...], list[str]]:
+    """Image files under `directory` (searched recursively), relative to it, sorted, and problems.
+
+    The problems are those of the image files that cannot be read (see `file_problem`).
+    """
+    found, problems = [], []
     for parent, dirs, names in os.walk(directory):
         dirs.sort()
-        for name in names:
-            if images.is_image_name(name):
-                found.append(os.path.relpath(os.path.join(parent, name), directory))
-    return tuple(sorted(found))
+        for name in filter(images.is_image_name, names):
+            path = os.path.join(parent, name)
+            problem = file_problem(path, max_bytes)
+            if problem:
+                problems.append(problem)
+            else:
+                found.append(os.path.relpath(path, directory))
+    return tuple(sorted(found)), problems
 
 
-def _nonempty(directory: str) -> tuple[str, ...]:
-    files = _image_files(directory)
+def _checked_files(directory: str, skip_bad_files: bool, max_bytes: int, skipped: list[str]):
+    """The readable image files of `directory`; a bad one raises, or is added to `skipped`."""
+    files, problems = _image_files(directory, max_bytes)
+    if problems and not skip_bad_files:
+        raise DataError(problems[0])
+    skipped += problems
     if not files:
         raise DataError(
-            f"{directory}: no image files (looked for {', '.join(images.SUFFIXES)}); "
-            "remove the empty split folder or add images"
+            f"{directory}: no {'readable ' if problems else ''}image files (looked for "
+            f"{', '.join(images.SUFFIXES)}); remove the empty split folder or add images"
         )
     return files
 
 
-def discover(root: str, skip_bad_files: bool = False) -> Layout:
-    """The layout of the paired-image folder `root`, checked; see the module docstring."""
+def discover(root: str, skip_bad_files: bool = False, max_pixels: int = images.MAX_PIXELS):
+    """The layout of the paired-image folder `root`, checked; see the module docstring.
+
+    Returns a Layout; `max_pixels` bounds the size of the files (see `images.max_file_bytes`).
+    """
     if not root:
         raise ConfigError("dataset.path is empty; dataset.name='folder' needs the image folder")
     root = os.path.abspath(os.path.expanduser(root))
+    try:
+        root.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"dataset.path={shown(root)!r}: the name is not valid UTF-8") from None
     if not os.path.isdir(root):
         raise MissingFileError(f"dataset.path={root!r}: no such directory")
     has = {d: os.path.isdir(os.path.join(root, d)) for d in ("A", "B") + SPLITS}
@@ -90,22 +139,26 @@ def discover(root: str, skip_bad_files: bool = False) -> Layout:
         if not (has["A"] and has["B"]):
             there, missing = ("A", "B") if has["A"] else ("B", "A")
             raise MissingFileError(f"{root} has {there}/ but no {missing}/ (separate layout)")
-        return _discover_separate(root, skip_bad_files)
+        return _discover_separate(root, skip_bad_files, images.max_file_bytes(max_pixels))
     splits = [s for s in SPLITS if has[s]]
     if not splits:
         raise MissingFileError(
             f"{root} holds neither split folders {'/, '.join(SPLITS)}/ of A|B images nor "
             "A/ and B/ folders with those splits"
         )
-    return Layout(root, SIDE_BY_SIDE, {s: _nonempty(os.path.join(root, s)) for s in splits})
+    max_bytes, skipped = images.max_file_bytes(max_pixels), []
+    files = {
+        s: _checked_files(os.path.join(root, s), skip_bad_files, max_bytes, skipped) for s in splits
+    }
+    return Layout(root, SIDE_BY_SIDE, files, tuple(skipped))
 
 
-def _discover_separate(root: str, skip_bad_files: bool) -> Layout:
+def _discover_separate(root: str, skip_bad_files: bool, max_bytes: int) -> Layout:
     split_dirs = {s: [os.path.isdir(os.path.join(root, side, s)) for side in "AB"] for s in SPLITS}
     splits = [s for s, (a, b) in split_dirs.items() if a or b]
     if not splits:
         raise MissingFileError(f"{root}/A and {root}/B hold no split folders {SPLITS}")
-    files, unpaired = {}, []
+    files, skipped = {}, []
     for split in splits:
         for side, present in zip("AB", split_dirs[split], strict=True):
             if not present:
@@ -113,7 +166,10 @@ def _discover_separate(root: str, skip_bad_files: bool) -> Layout:
                     f"{os.path.join(root, 'B' if side == 'A' else 'A', split)} exists but "
                     f"{os.path.join(root, side, split)} does not"
                 )
-        a, b = (_nonempty(os.path.join(root, side, split)) for side in "AB")
+        a, b = (
+            _checked_files(os.path.join(root, side, split), skip_bad_files, max_bytes, skipped)
+            for side in "AB"
+        )
         lonely = [(f, "A", "B") for f in sorted(set(a) - set(b))]
         lonely += [(f, "B", "A") for f in sorted(set(b) - set(a))]
         for f, side, other in lonely:
@@ -123,16 +179,18 @@ def _discover_separate(root: str, skip_bad_files: bool) -> Layout:
             )
             if not skip_bad_files:
                 raise MissingFileError(message)
-            unpaired.append(message)
+            skipped.append(message)
         files[split] = tuple(sorted(set(a) & set(b)))
         if not files[split]:
             raise DataError(f"{root}: no A/B pairs in split {split!r}")
-    return Layout(root, SEPARATE, files, tuple(unpaired))
+    return Layout(root, SEPARATE, files, tuple(skipped))
 
 
-def fingerprint(layout: Layout, skip_bad_files: bool) -> str:
+def fingerprint(layout: Layout, skip_bad_files: bool, max_pixels: int = images.MAX_PIXELS) -> str:
     """A short hash of the folder's files (names, sizes, modification times) and the options."""
-    digest = hashlib.sha256(f"{layout.root}|{layout.kind}|{skip_bad_files}".encode())
+    # Which files are skipped depends on max_pixels only when bad files are skipped.
+    options = f"{skip_bad_files}|{max_pixels}" if skip_bad_files else f"{skip_bad_files}"
+    digest = hashlib.sha256(f"{layout.root}|{layout.kind}|{options}".encode())
     for split, files in layout.files.items():
         for directory in layout.split_dirs(split):
             for f in files:
@@ -147,17 +205,21 @@ class FolderConfig(tfds.core.BuilderConfig):
 
     layout: Layout | None = None
     skip_bad_files: bool = False
+    max_pixels: int = images.MAX_PIXELS  # dataset.max_image_pixels
 
 
-def make_config(path: str, skip_bad_files: bool = False) -> FolderConfig:
+def make_config(
+    path: str, skip_bad_files: bool = False, max_pixels: int = images.MAX_PIXELS
+) -> FolderConfig:
     """The builder config of the folder `path`, named after it and its fingerprint."""
-    layout = discover(path, skip_bad_files)
+    layout = discover(path, skip_bad_files, max_pixels)
     slug = re.sub(r"[^A-Za-z0-9_]+", "_", os.path.basename(layout.root)).strip("_") or "root"
     return FolderConfig(
-        name=f"{slug}_{fingerprint(layout, skip_bad_files)}",
+        name=f"{slug}_{fingerprint(layout, skip_bad_files, max_pixels)}",
         description=f"Paired images of {layout.root} ({layout.kind}).",
         layout=layout,
         skip_bad_files=skip_bad_files,
+        max_pixels=max_pixels,
     )
 
 
@@ -192,21 +254,22 @@ class PairedFolder(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
         del dl_manager  # nothing to download
-        images.report_skipped(list(self._layout.unpaired), self._layout.root)
+        images.report_skipped(list(self._layout.skipped), self._layout.root)
         return {split: self._generate_examples(split) for split in self._layout.files}
 
     def _generate_examples(self, split: str) -> Iterator[tuple[str, dict]]:
         dirs = self._layout.split_dirs(split)
         skipped = []
+        max_pixels = self.builder_config.max_pixels
         for rel in self._layout.files[split]:
             paths = [os.path.join(d, rel) for d in dirs]
             try:
-                data = [_read(p) for p in paths]
+                data = [images.read_file(p, images.max_file_bytes(max_pixels)) for p in paths]
                 if self._layout.kind == SIDE_BY_SIDE:
-                    images.decode_ab(data[0], paths[0])
+                    images.decode_ab(data[0], paths[0], max_pixels)
                     record = {"image": data[0]}
                 else:
-                    images.decode_pair(*data, *paths)
+                    images.decode_pair(*data, *paths, max_pixels)
                     record = {"image_a": data[0], "image_b": data[1]}
             except images.BadImageError as e:
                 if not self.builder_config.skip_bad_files:
@@ -219,11 +282,9 @@ class PairedFolder(tfds.core.GeneratorBasedBuilder):
             raise DataError(f"{', '.join(dirs)}: every file of split {split!r} is bad")
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def make_builder(path: str, data_dir: str | None, skip_bad_files: bool = False) -> PairedFolder:
+def make_builder(
+    path: str, data_dir: str | None, skip_bad_files: bool = False,
+    max_pixels: int = images.MAX_PIXELS,
+) -> PairedFolder:  # fmt: skip
     """The builder of the folder `path` (checked now), prepared under `data_dir`."""
-    return PairedFolder(config=make_config(path, skip_bad_files), data_dir=data_dir)
+    return PairedFolder(config=make_config(path, skip_bad_files, max_pixels), data_dir=data_dir)

@@ -13,7 +13,10 @@ JPEG bytes are stored untouched (exact pixels, no re-encoding) and split into A 
 archive itself, or a directory holding NAME.tar.gz), tfds' manual_dir (NAME.tar.gz there), the
 download. Every image is decoded and checked while preparing; a bad one stops the prepare
 (nothing is kept: tfds writes to a temporary directory that is renamed only at the end) unless
-`skip_bad_files`, which leaves it out and reports it.
+`skip_bad_files`, which leaves it out and reports it. The archive is streamed: a member whose
+header declares more bytes than an image of `max_pixels` pixels can take is refused before it
+is read (a few MB of gzip can declare gigabytes of zeros), and links, devices and other
+members that are not regular files are passed over.
 """
 
 import dataclasses
@@ -93,14 +96,18 @@ class Pix2pix(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Optional: put NAME.tar.gz (e.g. facades.tar.gz) here."
 
     def __init__(
-        self, *, path: str = "", skip_bad_files: bool = False, file_format=None, **kwargs: Any
-    ):
-        """As the base class, plus `path` (an archive you have) and `skip_bad_files`.
+        self, *, path: str = "", skip_bad_files: bool = False,
+        max_pixels: int = images.MAX_PIXELS, file_format=None, **kwargs: Any,
+    ):  # fmt: skip
+        """As the base class, plus `path`, `skip_bad_files` and `max_pixels`.
 
-        Defaults to the array_record format (no TensorFlow needed to write or read it).
+        `path` is an archive you have; `max_pixels` (dataset.max_image_pixels) makes larger
+        images bad files. Defaults to the array_record format (no TensorFlow needed to write
+        or read it).
         """
         self._path = path
         self._skip_bad_files = skip_bad_files
+        self._max_pixels = max_pixels
         super().__init__(file_format=file_format, **kwargs)
         if file_format is None and not self.info.initialized:
             self.info.set_file_format("array_record", override=True)
@@ -143,9 +150,12 @@ class Pix2pix(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, archive: str, split: str) -> Iterator[tuple[str, dict]]:
         skipped, count = [], 0
-        for member, data in _members(archive, split):
+        max_bytes = images.max_file_bytes(self._max_pixels)
+        for member, data in _members(archive, split, max_bytes):
             try:
-                images.decode_ab(data, f"{archive}:{member}")
+                if isinstance(data, images.BadImageError):
+                    raise data
+                images.decode_ab(data, f"{archive}:{member}", self._max_pixels)
             except images.BadImageError as e:
                 if not self._skip_bad_files:
                     raise
@@ -161,14 +171,37 @@ class Pix2pix(tfds.core.GeneratorBasedBuilder):
             )
 
 
-def _members(archive: str, split: str) -> Iterator[tuple[str, bytes]]:
-    """(path, bytes) of the image files in the `split` folder of a tar(.gz) archive."""
+def _members(
+    archive: str, split: str, max_bytes: int
+) -> Iterator[tuple[str, bytes | images.BadImageError]]:
+    """(path, bytes) of the image files in the `split` folder of a tar(.gz) archive.
+
+    A member larger than `max_bytes` comes with a BadImageError instead of its bytes, unread.
+    """
     try:
-        with open(archive, "rb") as f:
-            method = tfds.download.ExtractMethod.TAR_GZ_STREAM
-            for member, fobj in tfds.download.iter_archive(f, method):
-                parts = member.split("/")
-                if len(parts) >= 2 and parts[-2] == split and images.is_image_name(member):
-                    yield member, fobj.read()
+        # Random access, not a stream: tarfile's stream reader passes over a member
+        # decompressing it in 10 kB steps, which takes minutes for a few MB of gzip bomb.
+        with open(archive, "rb") as f, tarfile.open(fileobj=f, mode="r:*") as tar:
+            for info in tar:
+                member = _normpath(info.name)
+                parts = member.split("/") if member and info.isfile() else []
+                if len(parts) < 2 or parts[-2] != split or not images.is_image_name(member):
+                    continue  # folders, links, devices, other splits, other files
+                if info.size > max_bytes:  # the header's size, checked before reading
+                    yield (
+                        member,
+                        images.BadImageError(
+                            images.too_large(f"{archive}:{member}", info.size, max_bytes)
+                        ),
+                    )
+                    continue
+                yield member, tar.extractfile(info).read(info.size)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise DataError(f"{archive}: not a readable tar.gz archive ({e})") from None
+
+
+def _normpath(name: str) -> str | None:
+    """A member's path as tfds' archive reader gave it; None for hidden or absolute paths."""
+    path = os.path.normpath(name)
+    hidden = path.startswith(".") or os.path.basename(path).startswith(".")
+    return None if hidden or os.path.isabs(path) or path.endswith("~") else path
