@@ -2,6 +2,7 @@
 
     python -m pix2pix_jax.evaluate --workdir=DIR [--split=test] [--checkpoint=latest|best|STEP]
         [--mode=paper|deterministic] [--inception_weights=PATH] [--output=OUT]
+        [--fcn_weights=PATH --cityscapes_dir=DIR [--real] [--fcn_segmentations]]
 
 runs the generator of a checkpoint in DIR over every image of the split with
 the eval step of training (on the run's eval split and mode, the numbers of
@@ -20,6 +21,14 @@ FID and KID compare the Inception features of the generated images, as saved
 (uint8), with those of the targets. The features come from pytorch-fid's
 weights file (see `pix2pix_jax.inception`); both metrics are biased upwards
 on small splits, so compare them only between runs on the same split.
+
+With --fcn_weights (FCN-8s's `fcn-8s-cityscapes.caffemodel`) and
+--cityscapes_dir (the official Cityscapes folder holding gtFine/val/), on a
+Cityscapes labels -> photo workdir, it adds the paper's FCN-scores
+(`pix2pix_jax.fcn_score`): fcn_per_pixel_acc, fcn_per_class_acc,
+fcn_class_iou, and per class `fcn_per_class`, with a per-class table on the
+page (and with --fcn_segmentations, each frame's segmentation). --real
+scores the real photos of the split instead: the paper's "ground truth" row.
 """
 
 import json
@@ -80,10 +89,18 @@ def evaluate(
     inception_weights: str | None = None,
     output: str | None = None,
     progress: bool = True,
+    fcn_weights: str | None = None,
+    cityscapes_dir: str | None = None,
+    real: bool = False,
+    fcn_segmentations: bool = False,
+    fcn_width: int | None = None,
 ) -> tuple[dict, str]:
     """Evaluate a checkpoint of `workdir` on `split`: (the metrics.json record, output folder).
 
     `mode` defaults to the run's `eval.mode`; `output` to `output_dir(...)`.
+    With `fcn_weights` and `cityscapes_dir`, the FCN-scores of the generated
+    photos (`real`: of the split's real photos) are added (see the module's docstring);
+    `fcn_width` is the FCN-8s's first width (default: the released network's 64).
     """
     check_mode(mode)
     config, state, step = assembly.restore_for_inference(workdir, checkpoint)
@@ -94,20 +111,48 @@ def evaluate(
         config.eval.split = split
     source = input_pipeline.load_split(config.dataset, split)
     out = output or output_dir(os.path.abspath(workdir), split, step, mode)
+    fcn = _fcn_consumer(
+        config, source, fcn_weights, cityscapes_dir, real, out, fcn_segmentations, fcn_width
+    )
     p_eval = parallel.pmap_step(steps.eval_step, setup=assembly.inference_setup(config), mode=mode)
     page = PageWriter(out)
     consumers = [page] + ([evaluation.FeatureDistances(feature_fn)] if feature_fn else [])
+    consumers += [fcn] if fcn else []
     results = evaluation.evaluate(
         p_eval, parallel.replicate(state), config, source, consumers, progress
     )
     record = {"split": split, "step": step, "mode": mode, "num_images": len(page.rows), **results}
+    if fcn:
+        record.update(fcn_images="real" if real else "generated", fcn_per_class=fcn.per_class)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
     title = f"{os.path.basename(os.path.abspath(workdir))}: {split}, step {step}, {mode}"
-    report.write_page(os.path.join(out, "index.html"), title, record, page.rows)
+    summary = {k: v for k, v in record.items() if k != "fcn_per_class"}
+    html = report.render_page(title, summary, page.rows)
+    if fcn:  # the per-class table (and segmentations) after the per-image rows
+        from pix2pix_jax import fcn_score  # only the FCN-score needs it
+
+        images = "fcn" if fcn_segmentations else None
+        section = fcn_score.html_section(fcn.per_class, fcn.seen, images)
+        html = html.replace("</body>", section + "</body>")
+    with open(os.path.join(out, "index.html"), "w", encoding="utf-8") as f:
+        f.write(html)
     return record, out
+
+
+def _fcn_consumer(config, source, weights, cityscapes_dir, real, out, segmentations, width):
+    """The FCN-score consumer (None without `weights`), checked before any work."""
+    if not weights:
+        return None
+    from pix2pix_jax import fcn_score  # only the FCN-score needs it
+
+    cityscapes = config.dataset.name.startswith("pix2pix/cityscapes")
+    if cityscapes and input_pipeline.direction(config.dataset) != "BtoA":  # photos are B
+        raise ConfigError("the FCN-score needs a labels -> photo model (direction BtoA)")
+    save_dir = os.path.join(out, "fcn") if segmentations else None
+    return fcn_score.consumer_for_split(weights, cityscapes_dir, source, real, save_dir, width)
 
 
 def define_flags() -> None:
@@ -122,6 +167,12 @@ def define_flags() -> None:
         "pytorch-fid's pt_inception-2015-12-05-6726825d.pth: adds FID/KID.",
     )
     flags.DEFINE_string("output", None, "Output folder (default: WORKDIR/eval/...).")
+    flags.DEFINE_string(
+        "fcn_weights", None, "fcn-8s-cityscapes.caffemodel: adds the FCN-scores (Cityscapes)."
+    )
+    flags.DEFINE_string("cityscapes_dir", None, "Official Cityscapes folder with gtFine/val/.")
+    flags.DEFINE_bool("real", False, "FCN-scores of the real photos (the paper's ground truth).")
+    flags.DEFINE_bool("fcn_segmentations", False, "Save and show the FCN segmentations.")
     flags.mark_flags_as_required(["workdir"])
 
 
@@ -129,7 +180,11 @@ def evaluate_from_flags() -> None:
     """Evaluate with the parsed flags and print the metrics."""
     f = flags.FLAGS
     cli.start_runtime_of(f.workdir)
-    record, out = evaluate(f.workdir, f.split, f.checkpoint, f.mode, f.inception_weights, f.output)
+    record, out = evaluate(
+        f.workdir, f.split, f.checkpoint, f.mode, f.inception_weights, f.output,
+        fcn_weights=f.fcn_weights, cityscapes_dir=f.cityscapes_dir, real=f.real,
+        fcn_segmentations=f.fcn_segmentations,
+    )  # fmt: skip
     summary = " ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float))
     print(f"{record['split']} ({record['num_images']} images, step {record['step']}): {summary}")
     print(f"Wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'index.html')}")

@@ -8,7 +8,8 @@ some consumer wants them) and per-image metrics:
 
 - `SampleGrid`: the first images, as the input | output | target grid;
 - `FeatureDistances`: FID and KID from Inception features (see `fid`);
-- the `evaluate` command's page writer (PNGs and per-image rows).
+- the `evaluate` command's page writer (PNGs and per-image rows);
+- `fcn_score.FCNScores`: the paper's FCN-scores on Cityscapes (`evaluate --fcn_weights`).
 
 Multi-process runs evaluate each process's shard of the split; means and
 feature sets are gathered across processes.

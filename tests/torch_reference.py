@@ -383,3 +383,69 @@ def calibrate_batch_norm(module: nn.Module, x: "torch.Tensor") -> nn.Module:
     for m in norms:
         m.momentum = 0.1
     return module.eval()
+
+
+# ---------------------------------------------------------------------------
+# FCN-8s as Caffe runs its deploy network (the FCN-score's segmenter).
+# ---------------------------------------------------------------------------
+
+
+class CaffeFCN8s(nn.Module):
+    """FCN-8s of voc-fcn8s/net.py (NCHW): VGG-16 with the first conv padded by 100, Caffe's
+    ceil-mode 2x2 pools, fc6/fc7, three transposed convolutions without bias and the deploy
+    network's crops (5, 9, 31). `width` channels in the first stage (64: the real one);
+    `scales` multiply pool4 and pool3 before their score layers (the "at once" variant).
+    """
+
+    STAGES = ((2, 1), (2, 2), (3, 4), (3, 8), (3, 8))
+
+    def __init__(self, width: int, num_classes: int = 19):
+        super().__init__()
+        channels = 3
+        for stage, (convs, multiple) in enumerate(self.STAGES, start=1):
+            for i in range(1, convs + 1):
+                pad = 100 if stage == i == 1 else 1
+                conv = nn.Conv2d(channels, width * multiple, 3, padding=pad)
+                self.add_module(f"conv{stage}_{i}", conv)
+                channels = width * multiple
+        fc, n = 64 * width, num_classes
+        self.fc6, self.fc7 = nn.Conv2d(channels, fc, 7), nn.Conv2d(fc, fc, 1)
+        self.score_fr = nn.Conv2d(fc, n, 1)
+        self.score_pool4, self.score_pool3 = nn.Conv2d(8 * width, n, 1), nn.Conv2d(4 * width, n, 1)
+        self.upscore2 = nn.ConvTranspose2d(n, n, 4, stride=2, bias=False)
+        self.upscore_pool4 = nn.ConvTranspose2d(n, n, 4, stride=2, bias=False)
+        self.upscore8 = nn.ConvTranspose2d(n, n, 16, stride=8, bias=False)
+
+    def forward(self, x, scales=(1.0, 1.0)):
+        height, width = x.shape[2:]
+        pools = []
+        for stage, (convs, _) in enumerate(self.STAGES, start=1):
+            for i in range(1, convs + 1):
+                x = F.relu(getattr(self, f"conv{stage}_{i}")(x))
+            x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+            pools.append(x)
+        x = self.score_fr(F.relu(self.fc7(F.relu(self.fc6(x)))))
+
+        def crop(t, size, offset):
+            return t[:, :, offset : offset + size[0], offset : offset + size[1]]
+
+        x = self.upscore2(x)
+        x = x + crop(self.score_pool4(pools[3] * scales[0]), x.shape[2:], 5)
+        x = self.upscore_pool4(x)
+        x = x + crop(self.score_pool3(pools[2] * scales[1]), x.shape[2:], 9)
+        return crop(self.upscore8(x), (height, width), 31)
+
+
+def caffe_fcn8s(width: int, seed: int) -> CaffeFCN8s:
+    """A CaffeFCN8s with He-normal random weights and biases, so its scores stay of order 1."""
+    net = CaffeFCN8s(width)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                w = module.weight
+                fan_in = w.shape[1 if isinstance(module, nn.Conv2d) else 0] * w[0, 0].numel()
+                w.copy_(torch.randn(w.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+                if module.bias is not None:
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
+    return net.eval()

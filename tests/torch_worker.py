@@ -79,7 +79,20 @@ def _inception_inputs():
     return {k: v.astype(np.float32) for k, v in arrays.items()}
 
 
-INPUTS = {"convert_weights": _convert_weights_inputs, "inception": _inception_inputs}
+FCN8S_WIDTH = 2  # a narrow FCN-8s: 2, 4, 8, 16, 16 channels, fc6/fc7 128
+FCN8S_SCALES = (0.5, 2.0)  # pool4 / pool3 factors of the "at once" variant's Scale layers
+
+
+def _fcn8s_inputs():
+    # Preprocessed (BGR, mean-subtracted) images of odd sides: Caffe's ceil-mode pools.
+    return {"x": np.random.default_rng(3).normal(0, 40, (2, 21, 30, 3)).astype(np.float32)}
+
+
+INPUTS = {
+    "convert_weights": _convert_weights_inputs,
+    "inception": _inception_inputs,
+    "fcn8s": _fcn8s_inputs,
+}
 
 # ---------------------------------------------------------------------------
 # Parent side.
@@ -308,7 +321,26 @@ def inception_job(torch, tr, out, inputs):
     return arrays, info
 
 
-JOBS = {"convert_weights": convert_weights_job, "inception": inception_job}
+def fcn8s_job(torch, tr, out, inputs):
+    """FCN-8s of Caffe's deploy geometry: random weights (as Caffe blobs) and its scores."""
+    net = tr.caffe_fcn8s(FCN8S_WIDTH, seed=0)
+    arrays = {}
+    for name, module in net.named_children():
+        arrays[f"params/{name}/0"] = module.weight.detach().numpy()
+        if module.bias is not None:
+            arrays[f"params/{name}/1"] = module.bias.detach().numpy()
+    with torch.no_grad():
+        x = _nchw(torch, inputs["x"])
+        arrays["scores"] = _nhwc(net(x))
+        arrays["scores_scaled"] = _nhwc(net(x, FCN8S_SCALES))
+    return arrays, {"layers": [name for name, _ in net.named_children()]}
+
+
+JOBS = {
+    "convert_weights": convert_weights_job,
+    "inception": inception_job,
+    "fcn8s": fcn8s_job,
+}
 
 
 def main(argv):
