@@ -11,8 +11,9 @@ sums over at most 4 taps, the horizontal pass first, each pass rounded and clipp
 So the device's crop equals Pillow's resize-then-crop bit for bit, with a few integer
 multiply-adds per value. (`jax.image.scale_and_translate` computes in float32 with a dense
 weight matrix: ~60x the arithmetic, and 0.06% of the values 1-2 levels off Pillow's.)
-The host jitter (`datasets.preprocess`) resizes only the crop window, with a box Pillow rounds
-to float32: it differs from both in about 0.06% of the values, by at most 2 levels.
+The host jitter (`datasets.preprocess`) is Pillow's own resize-then-crop, so both agree
+exactly. Pictures of another size than the model's are jittered on the host (resampling them
+to the model's size first would resample them twice) and flagged `host_jittered`.
 """
 
 import functools
@@ -22,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-JITTER_KEYS = ("crop", "flip")  # what the pipeline adds to a batch for the device jitter
+# What the pipeline adds to a batch for the device jitter.
+JITTER_KEYS = ("crop", "flip", "host_jittered")
 PRECISION_BITS = 22  # Pillow's fixed-point weights for 8-bit images: 32 - 8 - 2 bits
 SUPPORT = 2.0  # the bicubic kernel's radius, in source pixels when enlarging
 
@@ -32,16 +34,20 @@ def jitter(batch: dict[str, jax.Array], load_shape: tuple[int, int]) -> dict[str
 
     `input`/`target`: uint8 [..., H, W, C]; `crop`: int32 [..., 2], (top, left) of the H x W
     crop in the picture resized to `load_shape` (height, width); `flip`: bool [...], mirror
-    the crop. Any leading axes (one per-device batch, or devices x batch) are kept. The
-    values are `steps.to_model_range` of Pillow's uint8 resize-then-crop with these draws.
+    the crop; `host_jittered` (optional) bool [...]: pictures the host jittered already,
+    kept as they are. Any leading axes (one per-device batch, or devices x batch) are kept.
+    The values are `steps.to_model_range` of Pillow's uint8 resize-then-crop with these draws.
     """
     crop, flip = batch["crop"], batch["flip"]
+    done = batch.get("host_jittered", jnp.zeros(flip.shape, bool))
     out = {k: v for k, v in batch.items() if k not in JITTER_KEYS}
     one = jax.vmap(lambda x, c, f: _resize_crop_flip(x, c, f, load_shape))
     for key in ("input", "target"):
         images = batch[key]
         lead, picture = images.shape[:-3], images.shape[-3:]
-        flat = one(images.reshape((-1,) + picture), crop.reshape(-1, 2), flip.reshape(-1))
+        flat = images.reshape((-1,) + picture)
+        jittered = one(flat, crop.reshape(-1, 2), flip.reshape(-1))
+        flat = jnp.where(done.reshape(-1, 1, 1, 1), flat.astype(jnp.int32), jittered)
         out[key] = flat.reshape(lead + picture).astype(jnp.float32) / 127.5 - 1.0
     return out
 

@@ -7,6 +7,7 @@ norms, initialisers, GAN objectives, schedules) are read from their
 registries, so a new option needs no change here.
 """
 
+import copy
 import json
 import os
 from typing import Any
@@ -158,3 +159,21 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     except (json.JSONDecodeError, TypeError, ValueError, KeyError) as e:
         raise ConfigError(f"{path}: not a usable pix2pix_jax config ({e})") from e
     return config
+
+
+def resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `config` with the values that "" leaves to the data filled in.
+
+    `dataset.direction` "" becomes the dataset's own direction, so the run's
+    config.json says which side is the input.
+    """
+    config = copy.deepcopy(config)
+    config.dataset.direction = input_pipeline.direction(config.dataset)
+    return config
+
+
+def describe_direction(config: ml_collections.ConfigDict) -> str:
+    """The translation a config trains, e.g. 'B -> A (dataset.direction=BtoA)'."""
+    direction = input_pipeline.direction(config.dataset)
+    source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
+    return f"input {source} -> target {target} (dataset.direction={direction})"

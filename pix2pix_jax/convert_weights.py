@@ -13,7 +13,9 @@ describe the same generator: `model.generator`, `model.ngf`, `model.norm`,
 the U-Net's depth for `unet`); every tensor's name and shape is checked and a
 mismatch stops with the offending key.
 
-DIR then holds config.json and an orbax checkpoint at step 0 whose G
+DIR then holds config.json (with `model.dropout_layout='pytorch'`: the
+reference's U-Net has its dropout one block further out than the paper's, and
+its generators were trained so) and an orbax checkpoint at step 0 whose G
 variables are the file's; D and the optimizer states are freshly initialised
 from the config's seed (a released G comes without its D and Adam moments),
 and the data iterator state is empty (`{}`). `pix2pix_jax.evaluate` and
@@ -27,6 +29,7 @@ statistics that old reference versions kept for InstanceNorm (which the
 reference itself drops when loading), are ignored.
 """
 
+import copy
 import json
 import os
 from collections.abc import Callable
@@ -249,6 +252,17 @@ def _expected_shapes(config: ml_collections.ConfigDict) -> dict[tuple[str, ...],
     return traverse_util.flatten_dict(shapes)
 
 
+def reference_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `config` with the reference's U-Net dropout blocks (`dropout_layout=pytorch`).
+
+    A converted generator was trained with dropout in those blocks; drawing its test-time
+    noise in the paper's blocks would put noise where it was never trained with any.
+    """
+    config = copy.deepcopy(config)
+    config.model.dropout_layout = "pytorch"
+    return config
+
+
 def converted_state(pth: str, config: ml_collections.ConfigDict) -> Any:
     """The step-0 train state of `config` with G's variables from the reference file `pth`."""
     config_lib.validate(config)
@@ -263,6 +277,7 @@ def convert(pth: str, config: ml_collections.ConfigDict, workdir: str) -> Any:
     checkpoints = os.path.join(workdir, "checkpoints")
     if os.path.isdir(checkpoints) and os.listdir(checkpoints):
         raise ConfigError(f"{checkpoints} already holds checkpoints: convert into a new workdir")
+    config = reference_config(config)
     state = converted_state(pth, config)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -10,11 +10,13 @@ the same crop and flip for input and target) and batched as uint8
 on the device.
 
 The paper's jitter runs on the device when `load_shape(config)` is not None:
-training batches then hold the pictures at the model's size (a source of
-another size is resized to it here, so it is resampled twice) plus the drawn
-`crop` (int32 [..., 2]: top, left at the load size) and `flip` (bool [...]),
-and `augment.jitter` applies them in the train step. The draws are the ones
-the host jitter makes from the same rng.
+training batches then hold the pictures at the model's size plus the drawn
+`crop` (int32 [..., 2]: top, left at the load size), `flip` (bool [...]) and
+`host_jittered` (bool [...]), and `augment.jitter` applies them in the train
+step. The draws are the ones the host jitter makes from the same rng. A source
+of another size (maps' 600x600, user folders) is jittered here instead, in one
+resize to the load size as the reference does, and marked `host_jittered`:
+resizing it to the model's size first would resample it twice.
 
 Everything random is a pure function of the seed and the record's position in
 the stream (grain's `random_map` seeds each element by its index), so the
@@ -22,6 +24,8 @@ batch of step k is the same in every run, resumed or not.
 """
 
 import dataclasses
+import os
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,6 +128,22 @@ def _decoded(record: dict, key: str, max_pixels: int = images.MAX_PIXELS) -> Ima
     return images.decode(bytes(value), _file_name(record, key), max_pixels)
 
 
+def image_id(name: str) -> int:
+    """The id of the image called `name` (a path or file name): CRC-32 of its stem, < 2**31.
+
+    Test-time dropout keys derive from it (`steps.image_keys`), so `x.png` given to
+    `predict` gets the noise that the pair `x.jpg` gets in an evaluation.
+    """
+    stem = os.path.splitext(os.path.basename(name))[0]
+    return zlib.crc32(stem.encode("utf-8", "surrogateescape")) % 2**31
+
+
+def record_id(record: dict, position: int) -> int:
+    """The `image_id` of a record's `file_name`, or of its `position` in the split without one."""
+    name = record.get("file_name", str(position))
+    return image_id(name.decode() if isinstance(name, bytes) else name)
+
+
 def _file_name(record: dict, key: str) -> str:
     name = record.get("file_name", b"?")
     return f"{name.decode() if isinstance(name, bytes) else name} ({key})"
@@ -175,30 +195,35 @@ def make_example(
 ) -> dict[str, np.ndarray]:
     """{"input", "target"}: uint8 HWC arrays of a record, preprocessed (jittered when `rng`).
 
-    When the recipe has a `load_shape` and `rng` is given, the pictures are only brought to
-    the model's size and the example also holds the `crop` and `flip` the device applies.
+    When the recipe has a `load_shape` and `rng` is given, the example also holds the `crop`
+    and `flip` the device applies to pictures at the model's size, and `host_jittered`,
+    True where the source had another size and was jittered here (see the module docstring).
     """
     r = recipe
     pictures = pair(record, r)
+    jitter = {}
     if rng is not None and r.load_shape is not None:
-        (top, left), mirror = preprocess.draw_jitter(r.shape, r.load_size_ratio, r.flip, rng)
-        x, y = _at_size(pictures, r.shape)
-        jitter = {"crop": np.array([top, left], np.int32), "flip": np.bool_(mirror)}
+        preprocess.check_sizes(pictures)
+        if pictures[0].size == (r.shape[1], r.shape[0]):
+            (top, left), mirror = preprocess.draw_jitter(r.shape, r.load_size_ratio, r.flip, rng)
+            jitter = {"crop": np.array([top, left], np.int32), "flip": np.bool_(mirror)}
+            jitter["host_jittered"] = np.bool_(False)
+        else:
+            pictures = preprocess.transform(
+                pictures, r.preprocess, r.shape, r.load_size_ratio, r.flip, rng
+            )
+            jitter = {"crop": np.zeros(2, np.int32), "flip": np.bool_(False)}
+            jitter["host_jittered"] = np.bool_(True)
     else:
-        x, y = preprocess.transform(pictures, r.preprocess, r.shape, r.load_size_ratio, r.flip, rng)
-        jitter = {}
+        pictures = preprocess.transform(
+            pictures, r.preprocess, r.shape, r.load_size_ratio, r.flip, rng
+        )
+    x, y = pictures
     return {
         "input": _to_array(x, r.input_channels),
         "target": _to_array(y, r.output_channels),
         **jitter,
     }
-
-
-def _at_size(pictures: tuple[Image.Image, ...], shape: tuple[int, int]) -> list[Image.Image]:
-    """The pictures of one pair at (height, width) `shape`: bicubic, when not already."""
-    preprocess.check_sizes(pictures)
-    size = shape[1], shape[0]
-    return [p if p.size == size else p.resize(size, Image.BICUBIC) for p in pictures]
 
 
 def train_dataset(config: Any, source=None) -> grain.IterDataset:
@@ -248,8 +273,9 @@ def eval_batches(config: Any, source=None) -> Iterator[Batch]:
     local_batch, per_device = parallel.split_batch(config.eval.batch_size, "eval.batch_size")
     height, width = recipe.shape
 
-    def eval_example(record: dict) -> Batch:
-        return {**make_example(record, recipe, None), "mask": np.bool_(True)}
+    def eval_example(position: int, record: dict) -> Batch:
+        example = make_example(record, recipe, None)
+        return {**example, "id": np.int32(record_id(record, position)), "mask": np.bool_(True)}
 
     def padded(batch: Batch) -> Batch:
         pad = local_batch - len(batch["mask"])
@@ -258,13 +284,15 @@ def eval_batches(config: Any, source=None) -> Iterator[Batch]:
             for k, v in batch.items()
         }
 
-    ds = grain.MapDataset.source(source)[jax.process_index() :: jax.process_count()]
+    ds = grain.MapDataset.source(source).map_with_index(eval_example)
+    ds = ds[jax.process_index() :: jax.process_count()]
     per_process = -(-len(source) // jax.process_count())
     num_batches = -(-per_process // local_batch)
-    batches = iter(ds.map(eval_example).batch(local_batch))
+    batches = iter(ds.batch(local_batch))
     empty = {
         "input": np.zeros((0, height, width, ds_config.input_channels), np.uint8),
         "target": np.zeros((0, height, width, ds_config.output_channels), np.uint8),
+        "id": np.zeros((0,), np.int32),
         "mask": np.zeros((0,), bool),
     }
     for _ in range(num_batches):

@@ -12,19 +12,19 @@ K > 1, K dropout samples OUT/<name>_sample<k>.png (k = 0..K-1).
 
 Each image is translated on its own, whatever the batch: in `paper` mode batch
 norm uses that image's statistics (the reference tests with batch size 1),
-and its dropout key is a function of (seed, sample, file name) only, so an
-image gets the same noise alone or in a folder, whatever --batch_size, and
-the same command gives the same images. Installed as the console script
+and its dropout key is a function of (seed, sample, file name stem) only
+(`steps.image_keys`), so an image gets the same noise alone or in a folder,
+whatever --batch_size, the same command gives the same images, and `x.png`
+gets the noise that the pair `x.jpg` of a dataset gets in `evaluate` and in
+training's evals. Installed as the console script
 `pix2pix-predict`.
 """
 
 import os
 import sys
-import zlib
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tqdm
 from absl import flags
@@ -125,17 +125,6 @@ def make_translate(state, setup: steps.Setup, mode: str) -> Callable:
     )
 
 
-def image_keys(seed: int, sample: int, paths: list[str]) -> jax.Array:
-    """The dropout keys of sample `sample` of the images at `paths`: one per file name.
-
-    A function of (seed, sample, file name) only, so an image gets the same
-    noise alone or in a folder, in any batch.
-    """
-    base = jax.random.fold_in(jax.random.key(seed), sample)
-    ids = [zlib.crc32(os.path.basename(p).encode()) % 2**31 for p in paths]
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(ids, jnp.int32))
-
-
 def predict(
     workdir: str,
     input_path: str,
@@ -185,7 +174,8 @@ def _translate_batch(translate, config, paths, outputs, seed, batch_size) -> lis
     x, padded = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]), paths + paths[-1:] * pad
     written = []
     for sample in range(len(outputs[0])):
-        fake = writers.to_uint8(translate(x, image_keys(seed, sample, padded)))
+        keys = steps.image_keys(seed, sample, [input_pipeline.image_id(p) for p in padded])
+        fake = writers.to_uint8(translate(x, keys))
         for image, original, targets in zip(fake, originals, outputs, strict=False):
             writers.save_png(targets[sample], resize(image, *original.shape[:2]))
             written.append(targets[sample])

@@ -259,11 +259,24 @@ def generate_each(state: TrainState, x: jax.Array, setup: Setup, mode: str, keys
     return jax.vmap(lambda xi, key: generate(state, xi[None], setup, mode, key)[0])(x, keys)
 
 
+def image_keys(seed: int, sample: int, ids: jax.Array) -> jax.Array:
+    """The test-time dropout keys of sample `sample` of the images `ids` (int32, one each).
+
+    A function of (seed, sample, image id) only, so an image gets the same noise in
+    every eval, in any batch or batch slot, and in `evaluate`, training's evals and
+    `predict` alike (the id comes from the image's name, see `input_pipeline.image_id`).
+    """
+    base = jax.random.fold_in(jax.random.key(seed), sample)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(ids, jnp.int32))
+
+
 def eval_step(state: TrainState, batch: Batch, setup: Setup, mode: str) -> tuple[jax.Array, dict]:
-    """Generated images and per-image metrics for this device's shard of an eval batch."""
-    key = jax.random.fold_in(jax.random.key(setup.seed), lax.axis_index(BATCH_AXIS))
+    """Generated images and per-image metrics for this device's shard of an eval batch.
+
+    The batch holds `input`, `target` (uint8) and `id` (each image's id, for its keys).
+    """
     x = to_model_range(batch["input"])
-    fake = generate_each(state, x, setup, mode, jax.random.split(key, x.shape[0]))
+    fake = generate_each(state, x, setup, mode, image_keys(setup.seed, 0, batch["id"]))
     return fake, metrics.image_metrics(fake, to_model_range(batch["target"]))
 
 

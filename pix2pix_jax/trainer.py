@@ -254,6 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     run on the same `workdir` stops at once with a WorkdirError.
     """
     config_lib.validate(config)
+    config = config_lib.resolved(config)  # config.json names the direction it trained
     runtime.check(config)
     _check_devices(config)
     workdir = workdir_lib.prepare(workdir)
@@ -270,6 +271,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
     """The run itself, in a locked, usable `workdir`."""
     if jax.process_index() == 0:
         _write_config(config, workdir)
+        print(f"Translating {config_lib.describe_direction(config)}.", flush=True)
     run = _Run.open(config, workdir)
     progress = None
     try:

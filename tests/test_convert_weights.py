@@ -150,8 +150,9 @@ def test_converted_workdir_restores_and_generates(reference, tmp_path, data_dir)
     workdir = tmp_path / "converted"
     state = convert_weights.convert(pth, config, str(workdir))
 
-    with open(workdir / "config.json") as f:
-        assert json.load(f) == json.loads(config.to_json())
+    with open(workdir / "config.json") as f:  # the config, with the reference's dropout blocks
+        assert json.load(f) == json.loads(convert_weights.reference_config(config).to_json())
+    assert json.loads(config.to_json())["model"]["dropout_layout"] == "paper"  # not changed
     checkpointer = checkpointing.Checkpointer(str(workdir / "checkpoints"), 2)
     try:
         assert checkpointer.latest_step() == 0

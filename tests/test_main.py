@@ -27,6 +27,10 @@ def test_two_device_run_from_the_command_line(tmp_path, data_dir):
     result = run_main(tmp_path, data_dir, "--config.num_train_steps=3")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 local cpu device(s)" in result.stdout
+    # The dataset's own direction (synthetic facades: labels B -> photo A), said and saved.
+    assert "Translating input B -> target A (dataset.direction=BtoA)." in result.stdout
+    with open(tmp_path / "config.json") as f:
+        assert json.load(f)["dataset"]["direction"] == "BtoA"
     assert "[step 3] val:" in result.stdout  # the final evaluation
     with open(tmp_path / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]

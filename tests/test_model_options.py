@@ -73,7 +73,7 @@ def norm(c, kind):
 
 def reference_unet_count(num_downs, ngf, in_nc, out_nc, kind, skips=True):
     """UnetGenerator: UnetSkipConnectionBlock(outer_nc, inner_nc), innermost first."""
-    bias = kind != "batch"  # the reference's use_bias (our rule: conv bias iff no affine norm)
+    bias = kind == "instance"  # the reference's use_bias = norm_layer == nn.InstanceNorm2d
     blocks = [(ngf * 8, ngf * 8, "innermost")]
     blocks += [(ngf * 8, ngf * 8, "middle")] * (num_downs - 5)
     blocks += [(ngf * 4, ngf * 8, "middle"), (ngf * 2, ngf * 4, "middle")]
@@ -93,7 +93,7 @@ def reference_unet_count(num_downs, ngf, in_nc, out_nc, kind, skips=True):
 
 def reference_resnet_count(n_blocks, ngf, in_nc, out_nc, kind):
     """ResnetGenerator's nn.Sequential, layer by layer."""
-    bias = kind != "batch"
+    bias = kind == "instance"
     total = conv(in_nc, ngf, 7, bias) + norm(ngf, kind)  # ReflectionPad(3), c7s1-ngf
     total += conv(ngf, 2 * ngf, 3, bias) + norm(2 * ngf, kind)  # downsampling
     total += conv(2 * ngf, 4 * ngf, 3, bias) + norm(4 * ngf, kind)
@@ -139,7 +139,7 @@ GENERATOR_CASES = [
 ]
 
 
-@pytest.mark.parametrize("kind", ["batch", "instance"])
+@pytest.mark.parametrize("kind", ["batch", "instance", "none"])
 @pytest.mark.parametrize(
     "name, size, reference", GENERATOR_CASES, ids=[c[0] for c in GENERATOR_CASES]
 )
@@ -166,16 +166,25 @@ def test_published_generator_counts():
 
 
 def test_pixel_discriminator_parameter_count():
-    # conv1x1 6->64 (+bias), conv1x1 64->128 (bias iff no affine norm), norm, conv1x1 128->1
+    # conv1x1 6->64 (+bias), conv1x1 64->128 (bias iff instance norm), norm, conv1x1 128->1
     # (bias = use_bias, as the reference).
     by_hand = {
         "batch": (6 * 64 + 64) + 64 * 128 + 2 * 128 + 128,
         "instance": (6 * 64 + 64) + (64 * 128 + 128) + (128 + 1),
+        "none": (6 * 64 + 64) + 64 * 128 + 128,
     }
-    assert by_hand == {"batch": 9_024, "instance": 8_897}
+    assert by_hand == {"batch": 9_024, "instance": 8_897, "none": 8_768}
     for kind, expected in by_hand.items():
         d = models.create_discriminator(model_config(discriminator="pixel", ndf=64, norm=kind))
         assert models.count_params(abstract_params(d, (1, 256, 256, 6))) == expected
+
+
+def test_patch_discriminator_without_norm_has_the_references_biases():
+    # The reference's use_bias is False unless the norm is instance norm: with norm 'none'
+    # only the first conv and the logits conv keep a bias (4x4 kernels, 6-channel pairs).
+    convs = 6 * 64 * 16 + 64 + 64 * 128 * 16 + 128 * 256 * 16 + 256 * 512 * 16 + 512 * 16 + 1
+    d = models.create_discriminator(model_config(discriminator="basic", ndf=64, norm="none"))
+    assert models.count_params(abstract_params(d, (1, 256, 256, 6))) == convs == 2_766_913
 
 
 # --- the 3x3, stride-2, output-padding-1 transposed convolution ---
@@ -379,7 +388,7 @@ def test_registries_hold_the_documented_options():
     fields = [r.field for r in (models.GENERATORS, models.DISCRIMINATORS, models.NORMS,
                                 models.INITS)]  # fmt: skip
     assert fields == ["model.generator", "model.discriminator", "model.norm", "model.init_type"]
-    assert [models.has_affine_norm(n) for n in models.NORMS] == [True, True, False, False]
+    assert [models.conv_bias(n) for n in models.NORMS] == [False, False, True, False]
 
 
 def test_unknown_names_and_sizes_are_named():

@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 from test_best_checkpoint import shared_trained_workdir
 
-from pix2pix_jax import assembly, predict, steps, writers
+from pix2pix_jax import assembly, evaluate, input_pipeline, predict, steps, writers
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +77,28 @@ def test_dropout_samples_are_distinct_reproducible_and_independent_of_the_batch(
     assert np.array_equal(read(again / "rgb_sample2.png"), read(one / "rgb_sample2.png"))
 
 
+def test_an_image_gets_the_noise_it_gets_in_evaluate(workdir, tmp_path):
+    # Paper mode: dropout on. The val records of generated data are named by position.
+    _, out = evaluate.evaluate(workdir, "val", output=str(tmp_path / "eval"), progress=False)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in (0, 5):
+        shutil.copy(os.path.join(out, "images", f"{i:05d}_input.png"), folder / f"{i}.png")
+    predict.predict(workdir, str(folder), str(tmp_path / "out"), batch_size=1, progress=False)
+    for i in (0, 5):
+        want = read(os.path.join(out, "images", f"{i:05d}_output.png"))
+        np.testing.assert_array_equal(read(tmp_path / "out" / f"{i}.png"), want)
+
+
 def test_the_keys_differ_by_sample_and_by_image():
-    keys = [predict.image_keys(0, s, ["dir/a.png", "b.png"]) for s in (0, 1)]
-    data = {tuple(np.asarray(jax.random.key_data(k)).ravel()) for ks in keys for k in ks}
+    def keys(seed, sample, names):
+        return steps.image_keys(seed, sample, [input_pipeline.image_id(n) for n in names])
+
+    drawn = [keys(0, s, ["dir/a.png", "b.png"]) for s in (0, 1)]
+    data = {tuple(np.asarray(jax.random.key_data(k)).ravel()) for ks in drawn for k in ks}
     assert len(data) == 4
-    same = predict.image_keys(0, 1, ["elsewhere/b.png"])[0]
-    assert np.array_equal(jax.random.key_data(same), jax.random.key_data(keys[1][1]))
+    same = keys(0, 1, ["elsewhere/b.jpg"])[0]  # the stem names the image, as in a dataset
+    assert np.array_equal(jax.random.key_data(same), jax.random.key_data(drawn[1][1]))
 
 
 def test_bad_inputs_give_one_clear_error(workdir, inputs, tmp_path):

@@ -34,7 +34,6 @@ def test_resize_and_crop_equals_resize_then_crop(shape):
     ratio = 36 / 32
     load_w, load_h = round(width * ratio), round(height * ratio)
     full = resize(p, load_w, load_h)
-    differing = 0
     for seed in range(20):
         rng = draws(seed)
         top, left = rng.integers(0, (load_h - height + 1, load_w - width + 1))
@@ -44,10 +43,7 @@ def test_resize_and_crop_equals_resize_then_crop(shape):
         out = preprocess.transform([p], "resize_and_crop", shape, ratio, True, draws(seed))
         got = np.asarray(out[0])
         assert got.shape == (height, width, 3)
-        diff = np.abs(got.astype(int) - want)
-        assert diff.max() <= 1  # the box resize equals resize-then-crop up to rounding
-        differing += (diff > 0).sum()
-    assert differing < 0.01 * 20 * want.size
+        np.testing.assert_array_equal(got, want)  # Pillow's resize, then the crop: one resample
 
 
 def test_draw_jitter_draws_what_transform_draws():

@@ -88,7 +88,32 @@ def _fcn8s_inputs():
     return {"x": np.random.default_rng(3).normal(0, 40, (2, 21, 30, 3)).astype(np.float32)}
 
 
+# Batch-norm running statistics: input shapes (NHWC), three train-mode calls each.
+BN_SHAPES = [(1, 2, 2, 3), (1, 4, 4, 3), (3, 4, 4, 3), (2, 2, 2, 3)]
+# The reference's unet_128 with its dropout masks (keep = 1) at the outputs of its two
+# dropout blocks, 4x4 and 8x8 (NHWC, ngf * 8 channels); one image (paper test mode).
+DROPOUT_NGF, DROPOUT_SIZES = 2, (4, 8)
+
+
+def dropout_masks():
+    rng = np.random.default_rng(5)
+    return {s: rng.random((1, s, s, 8 * DROPOUT_NGF)) < 0.5 for s in DROPOUT_SIZES}
+
+
+def _fidelity_inputs():
+    rng = np.random.default_rng(4)
+    arrays = {
+        f"bn/{i}/{t}": rng.normal(1, 2, shape).astype(np.float32)
+        for i, shape in enumerate(BN_SHAPES)
+        for t in range(3)
+    }
+    arrays["unet/x"] = images(1, 128, seed=6)
+    arrays.update({f"unet/mask/{s}": m for s, m in dropout_masks().items()})
+    return arrays
+
+
 INPUTS = {
+    "fidelity": _fidelity_inputs,
     "convert_weights": _convert_weights_inputs,
     "inception": _inception_inputs,
     "fcn8s": _fcn8s_inputs,
@@ -336,7 +361,35 @@ def fcn8s_job(torch, tr, out, inputs):
     return arrays, {"layers": [name for name, _ in net.named_children()]}
 
 
+def fidelity_job(torch, tr, out, inputs):
+    arrays = {}
+    for i in range(len(BN_SHAPES)):  # BatchNorm2d's running statistics after train calls
+        bn = torch.nn.BatchNorm2d(3).train()
+        with torch.no_grad():
+            for t in range(3):
+                bn(_nchw(torch, inputs[f"bn/{i}/{t}"]))
+        arrays[f"bn/{i}/mean"] = bn.running_mean.numpy()
+        arrays[f"bn/{i}/var"] = bn.running_var.numpy()
+
+    class MaskedDropout(torch.nn.Module):  # nn.Dropout(0.5) with the given mask
+        def forward(self, x):
+            mask = _nchw(torch, inputs[f"unet/mask/{x.shape[-1]}"]).to(x.dtype)
+            return x * mask / 0.5
+
+    net = tr.randomize(tr.UnetGenerator(3, 3, 7, DROPOUT_NGF, "batch", True), seed=3)
+    for block in net.modules():
+        if isinstance(block, tr.UnetSkipConnectionBlock) and isinstance(
+            block.model[-1], torch.nn.Dropout
+        ):
+            block.model[-1] = MaskedDropout()
+    torch.save(net.state_dict(), str(out / "unet_128.pth"))
+    with torch.no_grad():  # paper test mode: batch statistics of the image, dropout on
+        arrays["unet/output"] = _nhwc(net.train()(_nchw(torch, inputs["unet/x"])))
+    return arrays, {}
+
+
 JOBS = {
+    "fidelity": fidelity_job,
     "convert_weights": convert_weights_job,
     "inception": inception_job,
     "fcn8s": fcn8s_job,

@@ -25,7 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "synthetic_facades/res64"  # tfds name (and builder config).
     config.dataset.data_dir = ""  # tfds data directory; "" uses tfds' default.
-    config.dataset.direction = "BtoA"  # AtoB or BtoA; facades labels -> photo is BtoA.
+    # AtoB | BtoA (input -> target); "": the dataset's own (facades-like BtoA, folder AtoB).
+    config.dataset.direction = ""
     config.dataset.input_channels = 3  # Model input: 1 (grayscale), 3 (RGB) or 4 (RGBA).
     config.dataset.output_channels = 3  # Model output: 1, 3 or 4; images are converted.
     config.dataset.path = ""  # folder: the image folder; pix2pix/NAME: an archive you have.
@@ -53,6 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.ndf = 32  # Discriminator filters in the first layer (paper: 64).
     config.model.norm = "batch"  # batch (per device) | sync_batch | instance | none.
     config.model.dropout_rate = 0.5  # U-Net: first three decoder blocks; ResNet: every block.
+    # U-Net dropout blocks: paper (2x2, 4x4, 8x8 for unet_256) | pytorch (4x4 .. 16x16).
+    config.model.dropout_layout = "paper"
     config.model.init_type = "normal"  # normal | xavier | kaiming | orthogonal (conv weights).
     config.model.init_gain = 0.02  # Std of normal, gain of xavier/orthogonal and of BN scales.
     config.model.compute_dtype = "float32"  # Activation dtype; parameters stay float32.

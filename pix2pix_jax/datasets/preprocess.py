@@ -1,11 +1,9 @@
 """The reference implementation's preprocessing modes (`--preprocess`), on Pillow images.
 
-Every mode brings an image of any size to the model's (height, width) = (H, W) as one bicubic
-resize of a box of the source: resizing to a load size and cropping is the same as resizing
-only the crop window, which is cheaper. It is done as two box resizes, horizontal then vertical,
-the order of a full Pillow resize, so it equals resize-then-crop up to the rounding of the
-sample positions (off by 1 in about 0.1% of the 8-bit values). A single `resize(box=...)` may
-run the vertical pass first, which differs near edges whose overshoot is clipped in between.
+Every mode brings an image of any size to the model's (height, width) = (H, W) as the
+reference does: one Pillow bicubic resize of the whole image to a load size (skipped when the
+image has it already), then a crop, then maybe a mirror. The source is resampled once, so a
+600x600 maps image becomes the 286x286 picture Pillow makes of it, bit for bit, before its crop.
 
 Training (a `rng` given), with load size L = round(load_ratio * (H, W)):
 
@@ -80,22 +78,6 @@ def draw_jitter(
     return crop_offsets(load, shape, rng), draw_mirror(flip, rng)
 
 
-def crop_box(
-    mode: str,
-    size: tuple[int, int],
-    shape: tuple[int, int],
-    load_ratio: float,
-    rng: np.random.Generator | None,
-) -> tuple[tuple[float, float, float, float], tuple[int, int]]:
-    """(box in source pixels, load size): the source region that becomes the H x W output."""
-    (w, h), (height, width) = size, shape
-    ratio = load_ratio if rng is not None else 1.0
-    load_w, load_h = load_size(mode, size, shape, ratio)
-    top, left = crop_offsets((load_w, load_h), shape, None if mode == "scale_width" else rng)
-    sx, sy = w / load_w, h / load_h
-    return (left * sx, top * sy, (left + width) * sx, (top + height) * sy), (load_w, load_h)
-
-
 def check_sizes(pictures: Sequence[Image.Image]) -> None:
     """Raise ValueError unless all `pictures` (the images of one pair) have one size."""
     size = pictures[0].size
@@ -115,27 +97,18 @@ def transform(
     """`pictures` (all of one size) brought to `shape` as `mode` says; see the module docstring.
 
     With `rng` (training) the crop is random and, when `flip`, half of the draws are mirrored;
-    without (evaluation) the crop is centred and nothing is flipped.
+    without (evaluation) the crop is centred and nothing is flipped. The draws are those of
+    `draw_jitter` for resize_and_crop.
     """
     check_sizes(pictures)
-    size = pictures[0].size
-    box, load = crop_box(mode, size, shape, load_ratio, rng)
+    size, (height, width) = pictures[0].size, shape
+    load = load_size(mode, size, shape, load_ratio if rng is not None else 1.0)
+    top, left = crop_offsets(load, shape, None if mode == "scale_width" else rng)
     mirror = draw_mirror(flip, rng)
-    out_size = (shape[1], shape[0])
-    if load == size and all(float(v).is_integer() for v in box):  # a plain crop, no resampling
-        pictures = [p.crop(tuple(int(v) for v in box)) for p in pictures]
-    else:
-        pictures = [_resize_box(p, out_size, box) for p in pictures]
+    if load != size:
+        pictures = [p.resize(load, Image.BICUBIC) for p in pictures]
+    if load != (width, height):
+        pictures = [p.crop((left, top, left + width, top + height)) for p in pictures]
     if mirror:
         pictures = [p.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for p in pictures]
-    return pictures
-
-
-def _resize_box(picture: Image.Image, size: tuple[int, int], box) -> Image.Image:
-    """Bicubic resize of `box` of `picture` to `size`: the horizontal pass, then the vertical."""
-    (x0, y0, x1, y1), (w, h) = box, picture.size
-    if (x0, x1, size[0]) != (0, w, w):
-        picture = picture.resize((size[0], h), Image.BICUBIC, box=(x0, 0, x1, h))
-    if (y0, y1, size[1]) != (0, h, h):
-        picture = picture.resize(size, Image.BICUBIC, box=(0, y0, size[0], y1))
-    return picture
+    return list(pictures)

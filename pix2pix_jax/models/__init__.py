@@ -43,20 +43,23 @@ from pix2pix_jax.models.discriminators import (
     receptive_field,
 )
 from pix2pix_jax.models.generators import (
+    DROPOUT_LAYOUTS,
     GENERATORS,
     ResnetBlock,
     ResnetGenerator,
     UnetGenerator,
     create_generator,
+    dropout_blocks,
     unet_depth,
 )
 from pix2pix_jax.models.layers import (
     INITS,
     NORMS,
+    BatchNorm,
     Norm,
     UpConv,
+    conv_bias,
     conv_init,
-    has_affine_norm,
     model_options,
     norm_scale_init,
     reflect_pad,
@@ -85,9 +88,11 @@ def count_params(params: Any) -> int:
 
 __all__ = [
     "DISCRIMINATORS",
+    "DROPOUT_LAYOUTS",
     "GENERATORS",
     "INITS",
     "NORMS",
+    "BatchNorm",
     "PIXEL_LAYERS",
     "Norm",
     "PatchDiscriminator",
@@ -106,7 +111,8 @@ __all__ = [
     "discriminator_layers",
     "down_conv",
     "down_conv_primitive",
-    "has_affine_norm",
+    "dropout_blocks",
+    "conv_bias",
     "model_options",
     "norm_scale_init",
     "patch_layers",

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from pix2pix_jax.errors import ConfigError
 from pix2pix_jax.models.cpu_kernels import down_conv
-from pix2pix_jax.models.layers import Norm, has_affine_norm, model_options, weight_init
+from pix2pix_jax.models.layers import Norm, conv_bias, model_options, weight_init
 from pix2pix_jax.registry import Registry
 
 DISCRIMINATORS: Registry[Callable[[Any], nn.Module]] = Registry("model.discriminator")
@@ -68,7 +68,7 @@ class PatchDiscriminator(nn.Module):
         With `return_features`, (logits, features): the `n_layers` + 1 feature
         maps after each LeakyReLU.
         """
-        use_bias = not has_affine_norm(self.norm)
+        use_bias = conv_bias(self.norm)
         conv = dict(dtype=self.dtype, kernel_init=weight_init(self.init_type, self.init_gain))
         features = []
         h = x.astype(self.dtype)
@@ -117,7 +117,7 @@ class PixelDiscriminator(nn.Module):
 
         With `return_features`, (logits, features): the 2 feature maps after each LeakyReLU.
         """
-        use_bias = not has_affine_norm(self.norm)
+        use_bias = conv_bias(self.norm)
         conv = dict(
             kernel_size=(1, 1),
             kernel_init=weight_init(self.init_type, self.init_gain),

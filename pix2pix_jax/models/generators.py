@@ -19,7 +19,7 @@ from pix2pix_jax.models.cpu_kernels import down_conv
 from pix2pix_jax.models.layers import (
     Norm,
     UpConv,
-    has_affine_norm,
+    conv_bias,
     model_options,
     reflect_pad,
     weight_init,
@@ -28,6 +28,26 @@ from pix2pix_jax.registry import Registry
 
 GeneratorBuilder = Callable[[Any, tuple[int, int], int], nn.Module]
 GENERATORS: Registry[GeneratorBuilder] = Registry("model.generator")
+
+
+# model.dropout_layout: which U-Net decoder blocks hold dropout (see `dropout_blocks`).
+DROPOUT_LAYOUTS = ("paper", "pytorch")
+
+
+def dropout_blocks(layout: str, num_downs: int) -> tuple[int, ...]:
+    """The blocks k whose up-conv `up_k` is followed by dropout in a U-Net of `num_downs`.
+
+    `paper` (the paper's appendix and its Lua code): the first three decoder blocks
+    from the bottleneck, k = n, n-1, n-2 (for unet_256 their outputs are 2x2, 4x4 and
+    8x8). `pytorch` (the reference PyTorch port): its `num_downs - 5` middle blocks
+    built with `use_dropout`, k = n-1 .. 5, one block further out (4x4, 8x8 and 16x16
+    for unet_256; two blocks for unet_128, none below 6 downsamplings).
+    """
+    if layout == "paper":
+        return tuple(k for k in range(num_downs, num_downs - 3, -1) if k > 1)
+    if layout == "pytorch":
+        return tuple(range(num_downs - 1, 4, -1))
+    raise ConfigError(f"model.dropout_layout={layout!r} is not one of {DROPOUT_LAYOUTS}")
 
 
 def unet_depth(image_size: int) -> int:
@@ -46,7 +66,8 @@ class UnetGenerator(nn.Module):
     output] as the reference does; the outermost ends in tanh. As in the
     paper's appendix and the original Lua code, dropout (0.5) follows the
     norm in the first three decoder blocks from the bottleneck; it is the
-    generator's only noise source, at train and at test time.
+    generator's only noise source, at train and at test time. `dropout_layout`
+    `pytorch` moves it to the reference PyTorch port's blocks (`dropout_blocks`).
 
     With `skip_connections` False it is the paper's encoder-decoder ablation:
     the same layers, but each decoder block sees only the decoder output, so
@@ -63,7 +84,7 @@ class UnetGenerator(nn.Module):
     ngf: int = 64
     norm: str = "batch"
     dropout_rate: float = 0.5
-    num_dropout_blocks: int = 3
+    dropout_layout: str = "paper"
     dtype: Any = jnp.float32
     skip_connections: bool = True
     init_type: str = "normal"
@@ -75,12 +96,13 @@ class UnetGenerator(nn.Module):
         n = self.num_downs
         if n < 2:
             raise ValueError(f"a U-Net needs at least 2 downsamplings, got {n}")
-        use_bias = not has_affine_norm(self.norm)
+        use_bias = conv_bias(self.norm)
         kernel_init = weight_init(self.init_type, self.init_gain)
         up = dict(dtype=self.dtype, init_type=self.init_type, init_gain=self.init_gain)
         # channels[k]: the output channels of down_k (k = 1 .. n); channels[0]: the image's.
         channels = [self.out_channels] + [min(self.ngf * 2**i, self.ngf * 8) for i in range(n)]
         skips = {}
+        noisy = dropout_blocks(self.dropout_layout, n) if self.dropout_rate > 0 else ()
         h = x.astype(self.dtype)
         for k in range(1, n + 1):
             if k > 1:
@@ -103,7 +125,7 @@ class UnetGenerator(nn.Module):
                 return jnp.tanh(UpConv(channels[0], use_bias=True, name="up_1", **up)(h))
             h = UpConv(channels[k - 1], use_bias=use_bias, name=f"up_{k}", **up)(h)
             h = self._norm(f"up_{k}_norm")(h, train=train)
-            if n - k < self.num_dropout_blocks and self.dropout_rate > 0:
+            if k in noisy:
                 dropout = nn.Dropout(self.dropout_rate, name=f"up_{k}_dropout")
                 h = dropout(h, deterministic=not train)
         raise AssertionError("unreachable")
@@ -133,7 +155,7 @@ class ResnetBlock(nn.Module):
             features=self.features,
             kernel_size=(3, 3),
             padding="VALID",
-            use_bias=not has_affine_norm(self.norm),
+            use_bias=conv_bias(self.norm),
             kernel_init=weight_init(self.init_type, self.init_gain),
             dtype=self.dtype,
         )
@@ -174,9 +196,7 @@ class ResnetGenerator(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Translate images `x` in [-1, 1] (NHWC) to images in [-1, 1]."""
         kernel_init = weight_init(self.init_type, self.init_gain)
-        conv = dict(
-            use_bias=not has_affine_norm(self.norm), kernel_init=kernel_init, dtype=self.dtype
-        )
+        conv = dict(use_bias=conv_bias(self.norm), kernel_init=kernel_init, dtype=self.dtype)
         init = dict(init_type=self.init_type, init_gain=self.init_gain)
 
         def norm_relu(h: jax.Array, name: str) -> jax.Array:
@@ -259,9 +279,12 @@ def _unet(num_downs: int | None, skip_connections: bool = True) -> GeneratorBuil
                 f"model.generator={name!r} downsamples {depth} times and needs image sides "
                 f"divisible by {2**depth}; got {height}x{width}"
             )
+        layout = getattr(model_config, "dropout_layout", "paper")
+        dropout_blocks(layout, depth)  # validates the field
         return UnetGenerator(
             num_downs=depth,
             skip_connections=skip_connections,
+            dropout_layout=layout,
             **_options(model_config, out_channels),
         )
 

@@ -4,7 +4,7 @@
 * `INITS` (config field `model.init_type`), `weight_init` and the batch-norm
   scale initialisers, which reproduce the reference's `init_weights`;
 * `UpConv`, PyTorch's stride-2 ConvTranspose2d by the sub-pixel decomposition;
-* `reflect_pad`, `has_affine_norm` and `model_options`, the validated layer
+* `reflect_pad`, `conv_bias` and `model_options`, the validated layer
   options of a model config.
 
 Names: `Norm` holds its normalisation as the child `batch_norm` (parameters
@@ -12,6 +12,7 @@ Names: `Norm` holds its normalisation as the child `batch_norm` (parameters
 `UpConv` holds the parameters `kernel` (k, k, in, out) and `bias`.
 """
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -94,18 +95,78 @@ def norm_scale_init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float
 
 # name -> builder(train=, dtype=, init_gain=) of the layer, called inside a `Norm`.
 NORMS: Registry[Callable[..., Callable[[jax.Array], jax.Array]]] = Registry("model.norm")
-# The norms with a learned shift of their own, which makes a preceding conv bias redundant.
-_AFFINE_NORMS = ("batch", "sync_batch")
+# The norms after which the reference's convolutions have a bias: its rule is
+# `use_bias = norm_layer == nn.InstanceNorm2d`, so batch norm (which has a shift of its
+# own) and no norm at all both leave the convolutions without one.
+_CONV_BIAS_NORMS = ("instance",)
 
 
-def _batch_norm(axis_name: str | None) -> Callable[..., nn.BatchNorm]:
+class BatchNorm(nn.Module):
+    """PyTorch's BatchNorm2d on NHWC: batch statistics in training, running averages otherwise.
+
+    Training normalises exactly as `nn.BatchNorm` (float32 statistics, E[x^2] - E[x]^2),
+    but the running variance is updated with the unbiased batch variance (n / (n - 1)),
+    as PyTorch's is: flax's stores the biased one, which at the paper's batch size 1 is
+    3/4 of PyTorch's on a 2x2 map and changes what the reference's `--eval` mode draws.
+    n counts the values behind each statistic: the per-device batch's, or for
+    `axis_name` (sync_batch) the whole batch's across that axis. PyTorch refuses n = 1;
+    here the variance is then kept biased (0). Names as `nn.BatchNorm`'s: parameters
+    `scale`, `bias`, batch statistics `mean`, `var`.
+    """
+
+    use_running_average: bool
+    momentum: float = 0.9  # PyTorch's momentum=0.1 for the running averages
+    epsilon: float = 1e-5
+    scale_init: Initializer = nn.initializers.ones
+    axis_name: str | None = None
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Normalise `x` (NHWC) over all axes but the last."""
+        axes = tuple(range(x.ndim - 1))
+        features = (x.shape[-1],)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+        if self.use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            mean, var = self._batch_statistics(x, axes)
+            if not self.is_initializing():
+                n = self._count(x, axes)
+                unbiased = var * (n / (n - 1)) if n > 1 else var
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+        # The operations of flax's BatchNorm, in its order, so training is bit for bit its.
+        shape = (1,) * len(axes) + features
+        scale = self.param("scale", self.scale_init, features, jnp.float32).reshape(shape)
+        bias = self.param("bias", nn.initializers.zeros, features, jnp.float32).reshape(shape)
+        y = x - mean.reshape(shape)
+        y = y * (jax.lax.rsqrt(var.reshape(shape) + self.epsilon) * scale)
+        y = y + bias
+        return y.astype(self.dtype or jnp.result_type(x, jnp.float32))
+
+    def _batch_statistics(self, x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, ...]:
+        """(mean, biased variance) of `x` over `axes` in float32, across `axis_name` if any."""
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        mean, mean_sq = x.mean(axes), jax.lax.square(x).mean(axes)
+        if self.axis_name is not None and not self.is_initializing():
+            moments = jax.lax.pmean(jnp.stack([mean, mean_sq]), self.axis_name)  # one collective
+            mean, mean_sq = moments[0], moments[1]
+        return mean, jnp.maximum(0.0, mean_sq - jax.lax.square(mean))
+
+    def _count(self, x: jax.Array, axes: tuple[int, ...]) -> int:
+        """The number of values behind each statistic (static)."""
+        n = math.prod(x.shape[a] for a in axes)
+        return n * jax.lax.axis_size(self.axis_name) if self.axis_name is not None else n
+
+
+def _batch_norm(axis_name: str | None) -> Callable[..., BatchNorm]:
     """The builder of PyTorch's BatchNorm2d, its statistics averaged over `axis_name` if any."""
 
-    def build(*, train: bool, dtype: Any, init_gain: float) -> nn.BatchNorm:
-        return nn.BatchNorm(
+    def build(*, train: bool, dtype: Any, init_gain: float) -> BatchNorm:
+        return BatchNorm(
             use_running_average=not train,
-            momentum=0.9,  # PyTorch's momentum=0.1 for the running averages
-            epsilon=1e-5,
             scale_init=scale_init(init_gain),
             axis_name=axis_name,
             dtype=dtype,
@@ -136,9 +197,9 @@ def _no_norm(*, train: bool, dtype: Any, init_gain: float) -> Callable[[jax.Arra
     return lambda x: x
 
 
-def has_affine_norm(norm: str) -> bool:
-    """Whether `norm` has its own learned shift, making a preceding conv bias redundant."""
-    return norm in _AFFINE_NORMS
+def conv_bias(norm: str) -> bool:
+    """Whether a convolution that `norm` follows has a bias, as in the reference (instance only)."""
+    return norm in _CONV_BIAS_NORMS
 
 
 class Norm(nn.Module):
