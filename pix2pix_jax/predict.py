@@ -2,13 +2,19 @@
 
     python -m pix2pix_jax.predict --workdir=DIR --input=PATH --output=OUT [--checkpoint=latest]
         [--mode=paper|deterministic] [--num_samples=K] [--batch_size=N] [--seed=S]
+        [--tile=N [--tile_overlap=M] | --resize]
 
 PATH is one image or a folder of images (PNG, JPEG, TIFF, BMP, WebP, GIF; any
 size; gray, RGB, RGBA or palette images are converted to the model's input
-channels as PIL converts). Each image is resized to the size the model was
-trained on (bicubic, as the reference's test script does), translated, and
-the result resized back to the input's size, saved as OUT/<name>.png; with
-K > 1, K dropout samples OUT/<name>_sample<k>.png (k = 0..K-1).
+channels as PIL converts). The fully convolutional generator runs at each
+image's own size: the image is reflect-padded to the generator's multiple
+(2**depth for U-Nets, 4 for ResNets) and the result cropped back, saved as
+OUT/<name>.png; with K > 1, K dropout samples OUT/<name>_sample<k>.png
+(k = 0..K-1). `--tile=N` translates an image too large for memory in N x N
+tiles that overlap by M pixels (default N/4) and are blended with linear
+ramps, so no seams show. `--resize` instead resizes each image to the size
+the model was trained on (bicubic, as the reference's test script does) and
+the result back.
 
 Each image is translated on its own, whatever the batch: in `paper` mode batch
 norm uses that image's statistics (the reference tests with batch size 1),
@@ -24,7 +30,9 @@ import os
 import sys
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 from absl import flags
@@ -125,6 +133,123 @@ def make_translate(state, setup: steps.Setup, mode: str) -> Callable:
     )
 
 
+def generator_multiple(generator: nn.Module) -> int:
+    """The multiple every image side must be for `generator`: 2**depth (U-Nets), 4 (ResNets)."""
+    depth = getattr(generator, "num_downs", None)
+    return 4 if depth is None else 2**depth
+
+
+def _reflect_indices(n, size, before) -> jax.Array:
+    """Indices into a side of length `n` that reflect-pad it to `size`, `before` in front.
+
+    Index arithmetic, not `jnp.pad`: it works with the symbolic sides of an exported
+    program, and it reflects again and again where the padding exceeds the side.
+    """
+    position = jnp.arange(size) - before
+    period = jnp.maximum(2 * (jnp.asarray(n) - 1), 1)  # a side of 1 repeats its pixel
+    folded = jnp.mod(position, period)
+    return jnp.where(folded >= n, period - folded, folded)
+
+
+def native_generate(
+    state, x: jax.Array, setup: steps.Setup, mode: str, keys: jax.Array
+) -> jax.Array:
+    """G(x) at the images' own size: reflect-pad to the generator's multiple, crop back.
+
+    `x` is a float NHWC batch in [-1, 1] of any (also symbolic) height and width; the
+    padding is split evenly between the two sides. Images are translated one by one
+    (`steps.generate_each`): in `paper` mode each is normalised by the statistics of
+    its padded self and draws its dropout from its key.
+    """
+    multiple = generator_multiple(setup.generator)
+    _, height, width, _ = x.shape
+    padded_h = (height + multiple - 1) // multiple * multiple
+    padded_w = (width + multiple - 1) // multiple * multiple
+    top, left = (padded_h - height) // 2, (padded_w - width) // 2
+    x = jnp.take(x, _reflect_indices(height, padded_h, top), axis=1)
+    x = jnp.take(x, _reflect_indices(width, padded_w, left), axis=2)
+    fake = steps.generate_each(state, x, setup, mode, keys)
+    fake = jnp.take(fake, jnp.arange(height) + top, axis=1)
+    return jnp.take(fake, jnp.arange(width) + left, axis=2)
+
+
+def make_native_translate(state, setup: steps.Setup, mode: str) -> Callable:
+    """A jitted (uint8 images [B, H, W, C], keys [B]) -> float images in [-1, 1], any H, W.
+
+    One compilation per input shape.
+    """
+    return jax.jit(
+        lambda images, keys: native_generate(state, steps.to_model_range(images), setup, mode, keys)
+    )
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of side `tile` covering [0, size), neighbours sharing `overlap`."""
+    if size <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, size - tile, stride))
+    return starts + [size - tile]  # the last tile ends at the border
+
+
+def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
+    """[H, W, 1] weights of a tile: 1 inside, ramping linearly down across `overlap` edges.
+
+    Overlapping tiles are averaged with these weights, so each tile fades out where its
+    neighbour fades in and no seam shows; the weights never reach 0, so a pixel covered
+    by one tile only (the image border) keeps that tile's value.
+    """
+
+    def ramp(n: int) -> np.ndarray:
+        i = np.arange(n, dtype=np.float32)
+        return np.minimum(1.0, np.minimum(i + 1, n - i) / (overlap + 1))
+
+    return (ramp(height)[:, None] * ramp(width)[None, :])[..., None]
+
+
+def translate_tiled(
+    translate: Callable, image: np.ndarray, key: jax.Array, tile: int, overlap: int, batch: int
+) -> np.ndarray:
+    """Translate one uint8 HWC `image` tile by tile and blend the tiles: float HWC in [-1, 1].
+
+    `translate` takes (uint8 tiles, keys) as `make_native_translate`'s function; tile t
+    draws its noise from `fold_in(key, t)`. At most `batch` tiles go through at once.
+    """
+    height, width, _ = image.shape
+    th, tw = min(tile, height), min(tile, width)
+    corners = [
+        (r, c) for r in tile_starts(height, th, overlap) for c in tile_starts(width, tw, overlap)
+    ]
+    tiles = np.stack([image[r : r + th, c : c + tw] for r, c in corners])
+    keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(jnp.arange(len(corners)))
+    batch = min(batch, len(corners))  # every call this size: one compiled shape
+    outputs = []
+    for start in range(0, len(corners), batch):
+        part, part_keys = tiles[start : start + batch], keys[start : start + batch]
+        pad = batch - len(part)
+        part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
+        part_keys = jnp.concatenate([part_keys, jnp.repeat(part_keys[-1:], pad, axis=0)])
+        outputs.append(np.asarray(translate(part, part_keys))[: batch - pad])
+    return blend_tiles(np.concatenate(outputs), corners, (height, width), overlap)
+
+
+def blend_tiles(
+    tiles: np.ndarray, corners: list[tuple[int, int]], size: tuple[int, int], overlap: int
+) -> np.ndarray:
+    """The [H, W, C] image of float `tiles` [N, h, w, C] placed at `corners` (top, left).
+
+    Each pixel is the `blend_weights`-weighted mean of the tiles that cover it.
+    """
+    _, th, tw, channels = tiles.shape
+    weights = blend_weights(th, tw, overlap)
+    total = np.zeros((*size, channels), np.float32)
+    norm = np.zeros((*size, 1), np.float32)
+    for (r, c), tile in zip(corners, tiles, strict=True):
+        total[r : r + th, c : c + tw] += weights * tile
+        norm[r : r + th, c : c + tw] += weights
+    return total / norm
+
+
 def predict(
     workdir: str,
     input_path: str,
@@ -135,15 +260,21 @@ def predict(
     batch_size: int = 8,
     seed: int | None = None,
     progress: bool = True,
+    resize: bool = False,
+    tile: int = 0,
+    tile_overlap: int | None = None,
 ) -> list[str]:
     """Translate the image(s) at `input_path` into folder `output`; returns the written paths.
 
-    `mode` defaults to the run's `eval.mode` and `seed` to its `seed`.
+    `mode` defaults to the run's `eval.mode` and `seed` to its `seed`. Images are
+    translated at their own size, in `tile` x `tile` tiles overlapping by
+    `tile_overlap` (default tile / 4) if `tile` > 0, or at the trained size if `resize`.
     """
     if num_samples < 1 or batch_size < 1:
         raise ConfigError(
             f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}"
         )
+    tiling = check_tiling(tile, tile_overlap, resize)
     evaluate.check_mode(mode)
     inputs = list_inputs(input_path)
     names = [[os.path.join(output, n) for n in ns] for ns in output_names(inputs, num_samples)]
@@ -153,7 +284,9 @@ def predict(
     if mode == "deterministic" and num_samples > 1:
         raise ConfigError("num_samples > 1 needs mode=paper: deterministic mode has no noise")
     seed = config.seed if seed is None else seed
-    translate = make_translate(state, assembly.inference_setup(config), mode)
+    make = make_translate if resize else make_native_translate
+    translate = make(state, assembly.inference_setup(config), mode)
+    trained = input_pipeline.image_shape(config) if resize else None
     os.makedirs(output, exist_ok=True)
     batch_size = min(batch_size, len(inputs))  # every batch this size: one compiled shape
     written = []
@@ -161,25 +294,71 @@ def predict(
         for start in range(0, len(inputs), batch_size):
             paths = inputs[start : start + batch_size]
             outputs = names[start : start + len(paths)]
-            written += _translate_batch(translate, config, paths, outputs, seed, batch_size)
+            written += _translate_batch(
+                translate, config, paths, outputs, seed, batch_size, trained, tiling
+            )
             bar.update(len(paths))
     return written
 
 
-def _translate_batch(translate, config, paths, outputs, seed, batch_size) -> list[str]:
-    """Translate the images at `paths` (padded to `batch_size`); write each to its `outputs`."""
+def check_tiling(tile: int, overlap: int | None, resize: bool) -> tuple[int, int] | None:
+    """(tile, overlap) for tiled translation, None without tiles; ConfigError if unusable."""
+    if tile == 0:
+        return None
+    overlap = tile // 4 if overlap is None else overlap
+    if resize:
+        raise ConfigError("--tile and --resize exclude each other: tiles run at the native size")
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ConfigError(f"--tile={tile} needs 0 <= --tile_overlap < tile, got {overlap}")
+    return tile, overlap
+
+
+def _translate_batch(
+    translate, config, paths, outputs, seed, batch_size, trained, tiling
+) -> list[str]:
+    """Translate the images at `paths`; write each to its `outputs` (one file per sample).
+
+    `trained`: the trained (height, width) to resize to, None for the native size.
+    """
     originals = [read_image(p, config.dataset.input_channels) for p in paths]
-    x = np.stack([resize(im, *input_pipeline.image_shape(config)) for im in originals])
-    pad = batch_size - len(x)
-    x, padded = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]), paths + paths[-1:] * pad
+    ids = [input_pipeline.image_id(p) for p in paths]
     written = []
     for sample in range(len(outputs[0])):
-        keys = steps.image_keys(seed, sample, [input_pipeline.image_id(p) for p in padded])
-        fake = writers.to_uint8(translate(x, keys))
-        for image, original, targets in zip(fake, originals, outputs, strict=False):
-            writers.save_png(targets[sample], resize(image, *original.shape[:2]))
+        keys = steps.image_keys(seed, sample, ids)
+        if tiling:
+            fakes = [
+                writers.to_uint8(translate_tiled(translate, im, key, *tiling, batch_size))
+                for im, key in zip(originals, keys, strict=True)
+            ]
+        elif trained:
+            fakes = _translate_resized(translate, originals, keys, trained, batch_size)
+        else:
+            fakes = _translate_native(translate, originals, keys)
+        for fake, targets in zip(fakes, outputs, strict=True):
+            writers.save_png(targets[sample], fake)
             written.append(targets[sample])
     return written
+
+
+def _translate_resized(translate, originals, keys, trained, batch_size) -> list[np.ndarray]:
+    """uint8 outputs of `originals` resized to `trained` (a batch padded to `batch_size`)."""
+    x = np.stack([resize(im, *trained) for im in originals])
+    pad = batch_size - len(x)
+    x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+    keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
+    fake = writers.to_uint8(translate(x, keys))
+    return [resize(f, *im.shape[:2]) for f, im in zip(fake, originals, strict=False)]
+
+
+def _translate_native(translate, originals, keys) -> list[np.ndarray]:
+    """uint8 outputs of `originals` at their own sizes: one call per distinct image shape."""
+    fakes: list[np.ndarray] = [np.empty(0, np.uint8)] * len(originals)
+    for shape in dict.fromkeys(im.shape for im in originals):
+        same = [i for i, im in enumerate(originals) if im.shape == shape]
+        fake = translate(np.stack([originals[i] for i in same]), keys[np.asarray(same)])
+        for i, image in zip(same, writers.to_uint8(fake), strict=True):
+            fakes[i] = image
+    return fakes
 
 
 def define_flags() -> None:
@@ -192,6 +371,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_samples", 1, "Dropout samples per input (mode paper).")
     flags.DEFINE_integer("batch_size", 8, "Images per generator call.")
     flags.DEFINE_integer("seed", None, "Seed of the dropout keys (default: the run's seed).")
+    flags.DEFINE_integer("tile", 0, "Translate in tiles of this side (0: the whole image).")
+    flags.DEFINE_integer("tile_overlap", None, "Pixels shared by neighbouring tiles (tile/4).")
+    flags.DEFINE_boolean("resize", False, "Resize to the trained size and back (the old way).")
     flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
@@ -200,8 +382,9 @@ def predict_from_flags() -> None:
     f = flags.FLAGS
     cli.start_runtime_of(f.workdir)
     written = predict(
-        f.workdir, f.input, f.output, f.checkpoint, f.mode, f.num_samples, f.batch_size, f.seed
-    )
+        f.workdir, f.input, f.output, f.checkpoint, f.mode, f.num_samples, f.batch_size, f.seed,
+        resize=f.resize, tile=f.tile, tile_overlap=f.tile_overlap,
+    )  # fmt: skip
     print(f"Wrote {len(written)} image(s) to {f.output}")
 
 

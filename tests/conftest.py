@@ -19,6 +19,9 @@ SHARED_WORKER = {
     "test_best_checkpoint": "trained_workdir",
     "test_evaluate": "trained_workdir",
     "test_predict": "trained_workdir",
+    "test_native_predict": "trained_workdir",
+    "test_export": "trained_workdir",
+    "test_demo": "trained_workdir",
 }
 
 

@@ -119,6 +119,8 @@ def test_every_command_has_a_console_script():
         "pix2pix-predict": "pix2pix_jax.predict:run",
         "pix2pix-convert-weights": "pix2pix_jax.convert_weights:run",
         "pix2pix-benchmark": "pix2pix_jax.benchmark:run",
+        "pix2pix-export": "pix2pix_jax.export:run",
+        "pix2pix-demo": "pix2pix_jax.demo:run",
     }
     for value in scripts.values():
         module, _, function = value.partition(":")

@@ -39,8 +39,9 @@ def read(path):
 
 def test_deterministic_outputs_are_the_generator_at_the_trained_size(workdir, inputs, tmp_path):
     written = predict.predict(
-        workdir, str(inputs), str(tmp_path), mode="deterministic", batch_size=3, progress=False
-    )
+        workdir, str(inputs), str(tmp_path), mode="deterministic", batch_size=3, progress=False,
+        resize=True,
+    )  # fmt: skip
     names = ["exact.png", "gray.png", "rgb.png", "rgba.png"]
     assert sorted(os.path.basename(p) for p in written) == names
     config, state, _ = assembly.restore_for_inference(workdir)

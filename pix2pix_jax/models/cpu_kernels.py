@@ -9,7 +9,8 @@ every other backend (GPU, TPU) and every larger input on the convolution
 primitive. They change the order of float sums only, never the arithmetic.
 """
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -43,6 +44,22 @@ def conv_by_dot(
     ]
     patches = jnp.concatenate(columns, axis=-1) if len(columns) > 1 else columns[0]
     return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(-1, kernel.shape[-1]))
+
+
+@contextlib.contextmanager
+def primitives_only() -> Iterator[None]:
+    """Trace with XLA's convolution primitive everywhere, never the CPU im2col path.
+
+    For programs that leave this process (`export`): the path is chosen by comparing
+    the input's size with a threshold, which a symbolic size cannot answer, and an
+    exported program must not depend on the backend of the machine that exported it.
+    """
+    saved = dict(DOT_MAX_POSITIONS)
+    DOT_MAX_POSITIONS.update(dict.fromkeys(saved, 0))
+    try:
+        yield
+    finally:
+        DOT_MAX_POSITIONS.update(saved)
 
 
 def _use_dot(x: jax.Array, kind: str) -> bool:
