@@ -104,12 +104,18 @@ def verify(step_dir: str, meta: dict | None, state: Any, data_state: Any = None)
         )
 
 
+def _is_closed_loop(error: BaseException | None) -> bool:
+    return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
 def _drop_closed_loop(unraisable: Any, fallback: Callable[[Any], None]) -> None:
-    if not (
-        isinstance(unraisable.exc_value, RuntimeError)
-        and str(unraisable.exc_value) == "Event loop is closed"
-    ):
+    if not _is_closed_loop(unraisable.exc_value):
         fallback(unraisable)
+
+
+def _drop_closed_loop_error(kind: type, error: BaseException, tb: Any, fallback: Callable) -> None:
+    if not _is_closed_loop(error):
+        fallback(kind, error, tb)
 
 
 @contextlib.contextmanager
@@ -118,15 +124,22 @@ def quiet_failed_io() -> Iterator[None]:
 
     When one array's read or write fails, orbax closes its event loop while
     tensorstore still completes the other arrays' futures; each completion
-    then fails to reach the closed loop and is printed as an unraisable
-    exception (one traceback per array). The failure itself is raised as usual.
+    then fails to reach the closed loop and is printed (one traceback per
+    array, from tensorstore's threads, through `sys.excepthook` or as an
+    unraisable exception). The failure itself is raised as usual. After a
+    failure the filters stay until the process ends: completions keep arriving
+    after the failure has been reported.
     """
-    previous = sys.unraisablehook
-    sys.unraisablehook = functools.partial(_drop_closed_loop, fallback=previous)
+    previous = sys.unraisablehook, sys.excepthook
+    sys.unraisablehook = functools.partial(_drop_closed_loop, fallback=previous[0])
+    sys.excepthook = functools.partial(_drop_closed_loop_error, fallback=previous[1])
+    failed = True
     try:
         yield
+        failed = False
     finally:
-        sys.unraisablehook = previous
+        if not failed:
+            sys.unraisablehook, sys.excepthook = previous
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, args: ocp.args.Composite) -> Any:

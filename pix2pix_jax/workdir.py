@@ -200,7 +200,9 @@ def one_line_disk_full(workdir: str, note: Callable[[], str] = str) -> Iterator[
 
     Writer threads' log records and uncaught thread exceptions about it are
     dropped (a thread's failure is raised when the block ends); any other
-    error passes unchanged. `note()` is appended to the message.
+    error passes unchanged. `note()` is appended to the message. After a
+    failure the log filter stays until the process ends: asyncio reports the
+    failed writes' unretrieved tasks only when they are collected, at exit.
     """
     drop, captured = _DropDiskFull(), []
     previous_hook = threading.excepthook
@@ -211,18 +213,23 @@ def one_line_disk_full(workdir: str, note: Callable[[], str] = str) -> Iterator[
         else:
             previous_hook(args)
 
-    logger = logging.getLogger("absl")  # orbax logs each failed write, with its traceback
-    logger.addFilter(drop)
+    # orbax logs each failed write with its traceback; asyncio its unretrieved tasks.
+    loggers = [logging.getLogger("absl"), logging.getLogger("asyncio")]
+    for logger in loggers:
+        logger.addFilter(drop)
     threading.excepthook = hook
+    failed = True
     try:
         yield
+        failed = False
     except Exception as e:
         error = disk_full_error(e, workdir, note())
         if error is None:
             raise
         raise error from None
     finally:
-        logger.removeFilter(drop)
         threading.excepthook = previous_hook
+        for logger in loggers if not failed else []:
+            logger.removeFilter(drop)
     if captured:
         raise disk_full_error(captured[0], workdir, note()) from None
