@@ -201,23 +201,20 @@ def make_example(
     """
     r = recipe
     pictures = pair(record, r)
+    preprocess.check_sizes(pictures)
+    on_device = rng is not None and r.load_shape is not None
     jitter = {}
-    if rng is not None and r.load_shape is not None:
-        preprocess.check_sizes(pictures)
-        if pictures[0].size == (r.shape[1], r.shape[0]):
-            (top, left), mirror = preprocess.draw_jitter(r.shape, r.load_size_ratio, r.flip, rng)
-            jitter = {"crop": np.array([top, left], np.int32), "flip": np.bool_(mirror)}
-            jitter["host_jittered"] = np.bool_(False)
-        else:
-            pictures = preprocess.transform(
-                pictures, r.preprocess, r.shape, r.load_size_ratio, r.flip, rng
-            )
-            jitter = {"crop": np.zeros(2, np.int32), "flip": np.bool_(False)}
-            jitter["host_jittered"] = np.bool_(True)
+    if on_device and pictures[0].size == (r.shape[1], r.shape[0]):
+        (top, left), mirror = preprocess.draw_jitter(r.shape, r.load_size_ratio, r.flip, rng)
+        jitter = {"crop": np.array([top, left], np.int32), "flip": np.bool_(mirror)}
+        jitter["host_jittered"] = np.bool_(False)
     else:
         pictures = preprocess.transform(
             pictures, r.preprocess, r.shape, r.load_size_ratio, r.flip, rng
         )
+        if on_device:  # another size: jittered here in one resize; the device keeps it
+            jitter = {"crop": np.zeros(2, np.int32), "flip": np.bool_(False)}
+            jitter["host_jittered"] = np.bool_(True)
     x, y = pictures
     return {
         "input": _to_array(x, r.input_channels),
