@@ -6,6 +6,7 @@ Nothing here reads a dataset: callers that train pass the train split's size
 (epoch-based schedules need it).
 """
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -13,8 +14,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from pix2pix_jax import checkpointing, input_pipeline, losses, models, steps
+from pix2pix_jax import checkpointing, input_pipeline, losses, models, replicas, steps
 from pix2pix_jax import config as config_lib
+from pix2pix_jax.errors import ConfigError
 
 
 def make_setup(
@@ -62,24 +64,59 @@ def initial_state(config: ml_collections.ConfigDict, setup: steps.Setup) -> step
         return jax.device_get(init(setup, _state_shape(config), config.dataset.input_channels))
 
 
+def initial_states(config: ml_collections.ConfigDict, setup: steps.Setup) -> Any:
+    """The step-0 host state of every replica: `initial_state`, stacked when num_seeds > 1.
+
+    Replica k's is exactly the initial state of the single run of seed + k.
+    """
+    k = replicas.num_seeds(config)
+    if k == 1:
+        return initial_state(config, setup)
+    return replicas.stack(
+        [initial_state(config, dataclasses.replace(setup, seed=s)) for s in replicas.seeds(config)]
+    )
+
+
 def state_template(config: ml_collections.ConfigDict) -> Any:
-    """A host train state of zeros shaped as `config`'s, without running the networks."""
+    """A host train state of zeros shaped as `config`'s, without running the networks.
+
+    With num_seeds = K > 1, every leaf has a leading replica axis of K.
+    """
     init = functools.partial(
         steps.init_state,
         inference_setup(config),
         _state_shape(config),
         config.dataset.input_channels,
     )
-    return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(init))
+    k = replicas.num_seeds(config)
+    lead = () if k == 1 else (k,)
+    return jax.tree.map(lambda a: np.zeros(lead + a.shape, a.dtype), jax.eval_shape(init))
 
 
 def restore_for_inference(
-    workdir: str, which: str | int = "latest"
+    workdir: str, which: str | int = "latest", seed_index: int | None = None
 ) -> tuple[ml_collections.ConfigDict, steps.TrainState, int]:
     """(config, train state on the host, step) of a checkpoint of the run in `workdir`.
 
     `which` is 'latest', 'best' or a step number (see `checkpointing.restore_state`).
+    For a run of num_seeds = K > 1, `seed_index` (0 .. K-1) picks the replica,
+    and the config returned is that replica's (seed + seed_index, num_seeds 1).
     """
     config = config_lib.load_workdir_config(workdir)
+    k = replicas.num_seeds(config)
+    index = _seed_index(k, seed_index)
+    single = replicas.replica_config(config, index) if k > 1 else config
+    if which == "best":  # kept per replica, in its own folder
+        best = checkpointing.best_dir("", single.seed, k)  # relative to the workdir
+        state, step = checkpointing.restore_state(workdir, state_template(single), which, best)
+        return single, state, step
     state, step = checkpointing.restore_state(workdir, state_template(config), which)
-    return config, state, step
+    return single, (replicas.unstack(state, index) if k > 1 else state), step
+
+
+def _seed_index(k: int, seed_index: int | None) -> int:
+    if seed_index is None:
+        return 0
+    if not 0 <= seed_index < k:
+        raise ConfigError(f"seed_index={seed_index} must be in [0, {k}) for this run of {k} seeds")
+    return seed_index

@@ -238,6 +238,12 @@ class Checkpointer:
 BEST_DIR = "checkpoints_best"  # beside checkpoints/, which resuming alone reads
 
 
+def best_dir(workdir: str, seed: int, num_seeds: int = 1) -> str:
+    """Where the best checkpoint of the replica of `seed` lives: one folder per seed when K > 1."""
+    directory = os.path.join(workdir, BEST_DIR)
+    return directory if num_seeds == 1 else os.path.join(directory, f"seed_{seed}")
+
+
 def check_format(directory: Any, step: int) -> None:
     """Raise a CheckpointError unless the checkpoint of `step` has this release's format."""
     meta = os.path.join(str(directory), str(step), "meta")
@@ -322,16 +328,18 @@ def _resolve_step(directory: str, steps: list[int], which: str | int) -> int:
     return step
 
 
-def restore_state(workdir: str, template: Any, which: str | int = "latest") -> tuple[Any, int]:
+def restore_state(
+    workdir: str, template: Any, which: str | int = "latest", best: str | None = None
+) -> tuple[Any, int]:
     """(train state on the host, step) of a checkpoint in `workdir`, shaped like `template`.
 
     `which` is 'latest' (the newest in checkpoints/), 'best' (the one in
-    checkpoints_best/) or a step number of checkpoints/.
+    checkpoints_best/, or in the folder `best` when given) or a step number of checkpoints/.
     """
     if which not in ("latest", "best") and not str(which).isdigit():
         raise CheckpointError(f"checkpoint={which!r} is not 'latest', 'best' or a step number")
     directory = os.path.join(
-        os.path.abspath(workdir), BEST_DIR if which == "best" else "checkpoints"
+        os.path.abspath(workdir), (best or BEST_DIR) if which == "best" else "checkpoints"
     )
     if not os.path.isdir(directory):
         _resolve_step(directory, [], which)  # raises: no checkpoint

@@ -14,7 +14,7 @@ from typing import Any
 
 import ml_collections
 
-from pix2pix_jax import input_pipeline, losses, metrics, models, schedules, steps
+from pix2pix_jax import input_pipeline, losses, metrics, models, replicas, schedules, steps
 from pix2pix_jax.configs import default
 from pix2pix_jax.datasets import preprocess
 from pix2pix_jax.errors import ConfigError, MissingFileError
@@ -53,6 +53,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     schedules.check(config.optimizer)
     _check_eval(config.eval)
     _check_run(config)
+    replicas.check(config)
 
 
 def _check_dataset(ds: Any) -> None:

@@ -37,7 +37,18 @@ import os
 import numpy as np
 from absl import flags
 
-from pix2pix_jax import assembly, cli, evaluation, input_pipeline, parallel, report, steps, writers
+from pix2pix_jax import (
+    assembly,
+    cli,
+    evaluation,
+    input_pipeline,
+    parallel,
+    replicas,
+    report,
+    steps,
+    writers,
+)
+from pix2pix_jax import config as config_lib
 from pix2pix_jax.errors import ConfigError
 
 PROG = "pix2pix_jax.evaluate"
@@ -94,16 +105,18 @@ def evaluate(
     real: bool = False,
     fcn_segmentations: bool = False,
     fcn_width: int | None = None,
+    seed_index: int | None = None,
 ) -> tuple[dict, str]:
     """Evaluate a checkpoint of `workdir` on `split`: (the metrics.json record, output folder).
 
-    `mode` defaults to the run's `eval.mode`; `output` to `output_dir(...)`.
+    `mode` defaults to the run's `eval.mode`; `output` to `output_dir(...)`
+    (and its `seed_<s>` subfolder for replica `seed_index` of a num_seeds run).
     With `fcn_weights` and `cityscapes_dir`, the FCN-scores of the generated
     photos (`real`: of the split's real photos) are added (see the module's docstring);
     `fcn_width` is the FCN-8s's first width (default: the released network's 64).
     """
     check_mode(mode)
-    config, state, step = assembly.restore_for_inference(workdir, checkpoint)
+    config, state, step = assembly.restore_for_inference(workdir, checkpoint, seed_index)
     mode = config.eval.mode if mode is None else mode
     # A bad weights file fails before the work.
     feature_fn = evaluation.inception_features(inception_weights) if inception_weights else None
@@ -111,6 +124,8 @@ def evaluate(
         config.eval.split = split
     source = input_pipeline.load_split(config.dataset, split)
     out = output or output_dir(os.path.abspath(workdir), split, step, mode)
+    if seed_index is not None and not output:
+        out = os.path.join(out, f"seed_{config.seed}")
     fcn = _fcn_consumer(
         config, source, fcn_weights, cityscapes_dir, real, out, fcn_segmentations, fcn_width
     )
@@ -122,6 +137,8 @@ def evaluate(
         p_eval, parallel.replicate(state), config, source, consumers, progress
     )
     record = {"split": split, "step": step, "mode": mode, "num_images": len(page.rows), **results}
+    if seed_index is not None:
+        record["seed"] = config.seed
     if fcn:
         record.update(fcn_images="real" if real else "generated", fcn_per_class=fcn.per_class)
     os.makedirs(out, exist_ok=True)
@@ -140,6 +157,34 @@ def evaluate(
     with open(os.path.join(out, "index.html"), "w", encoding="utf-8") as f:
         f.write(html)
     return record, out
+
+
+def evaluate_replicas(
+    workdir: str, split: str = "test", output: str | None = None, **kwargs
+) -> tuple[dict, str]:
+    """Evaluate every replica of a num_seeds run, then aggregate: (the record, output folder).
+
+    Replica k's results go to OUTPUT/seed_<s>/ (the default OUTPUT as `evaluate`'s);
+    OUTPUT/metrics.json holds each metric's mean, std and 95% interval over the
+    replicas (NAME_mean, NAME_std, NAME_ci95_low, NAME_ci95_high) and the per-seed values.
+    """
+    seeds = replicas.seeds(config_lib.load_workdir_config(workdir))
+    records, folder = [], output
+    for index, seed in enumerate(seeds):
+        sub = os.path.join(output, f"seed_{seed}") if output else None
+        record, out = evaluate(workdir, split, output=sub, seed_index=index, **kwargs)
+        records.append(record)
+        folder = os.path.dirname(out)
+    values = [{n: v for n, v in r.items() if isinstance(v, float)} for r in records]
+    first = records[0]
+    aggregate = {key: first[key] for key in ("split", "step", "mode", "num_images")}
+    aggregate.update(seed="all", seeds=[r["seed"] for r in records])
+    aggregate.update(replicas.aggregate(values))
+    aggregate["per_seed"] = {str(r["seed"]): v for r, v in zip(records, values, strict=True)}
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump(aggregate, f, indent=2)
+        f.write("\n")
+    return aggregate, folder
 
 
 def _fcn_consumer(config, source, weights, cityscapes_dir, real, out, segmentations, width):
@@ -173,6 +218,9 @@ def define_flags() -> None:
     flags.DEFINE_string("cityscapes_dir", None, "Official Cityscapes folder with gtFine/val/.")
     flags.DEFINE_bool("real", False, "FCN-scores of the real photos (the paper's ground truth).")
     flags.DEFINE_bool("fcn_segmentations", False, "Save and show the FCN segmentations.")
+    flags.DEFINE_integer(
+        "seed_index", None, "num_seeds runs: the replica (0..K-1) to evaluate; default all."
+    )
     flags.mark_flags_as_required(["workdir"])
 
 
@@ -180,11 +228,20 @@ def evaluate_from_flags() -> None:
     """Evaluate with the parsed flags and print the metrics."""
     f = flags.FLAGS
     cli.start_runtime_of(f.workdir)
-    record, out = evaluate(
-        f.workdir, f.split, f.checkpoint, f.mode, f.inception_weights, f.output,
-        fcn_weights=f.fcn_weights, cityscapes_dir=f.cityscapes_dir, real=f.real,
-        fcn_segmentations=f.fcn_segmentations,
+    kwargs = dict(
+        checkpoint=f.checkpoint, mode=f.mode, inception_weights=f.inception_weights,
+        output=f.output, fcn_weights=f.fcn_weights, cityscapes_dir=f.cityscapes_dir,
+        real=f.real, fcn_segmentations=f.fcn_segmentations,
     )  # fmt: skip
+    k = replicas.num_seeds(config_lib.load_workdir_config(f.workdir))
+    if k > 1 and f.seed_index is None:
+        record, out = evaluate_replicas(f.workdir, f.split, **kwargs)
+        names = [n[: -len("_mean")] for n in record if n.endswith("_mean")]
+        summary = " ".join(f"{n}={record[n + '_mean']:.4f}±{record[n + '_std']:.4f}" for n in names)
+        print(f"{record['split']} over {k} seeds (step {record['step']}): {summary}")
+        print(f"Wrote {os.path.join(out, 'metrics.json')} and seed_*/ beside it")
+        return
+    record, out = evaluate(f.workdir, f.split, seed_index=f.seed_index, **kwargs)
     summary = " ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float))
     print(f"{record['split']} ({record['num_images']} images, step {record['step']}): {summary}")
     print(f"Wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'index.html')}")

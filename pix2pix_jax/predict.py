@@ -263,12 +263,14 @@ def predict(
     resize: bool = False,
     tile: int = 0,
     tile_overlap: int | None = None,
+    seed_index: int | None = None,
 ) -> list[str]:
     """Translate the image(s) at `input_path` into folder `output`; returns the written paths.
 
     `mode` defaults to the run's `eval.mode` and `seed` to its `seed`. Images are
     translated at their own size, in `tile` x `tile` tiles overlapping by
     `tile_overlap` (default tile / 4) if `tile` > 0, or at the trained size if `resize`.
+    For a run of num_seeds replicas, `seed_index` picks one (default 0, seed + 0).
     """
     if num_samples < 1 or batch_size < 1:
         raise ConfigError(
@@ -279,7 +281,7 @@ def predict(
     inputs = list_inputs(input_path)
     names = [[os.path.join(output, n) for n in ns] for ns in output_names(inputs, num_samples)]
     check_outputs(input_path, inputs, [n for ns in names for n in ns], output)
-    config, state, _ = assembly.restore_for_inference(workdir, checkpoint)
+    config, state, _ = assembly.restore_for_inference(workdir, checkpoint, seed_index)
     mode = config.eval.mode if mode is None else mode
     if mode == "deterministic" and num_samples > 1:
         raise ConfigError("num_samples > 1 needs mode=paper: deterministic mode has no noise")
@@ -374,6 +376,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("tile", 0, "Translate in tiles of this side (0: the whole image).")
     flags.DEFINE_integer("tile_overlap", None, "Pixels shared by neighbouring tiles (tile/4).")
     flags.DEFINE_boolean("resize", False, "Resize to the trained size and back (the old way).")
+    flags.DEFINE_integer("seed_index", None, "num_seeds runs: the replica (0..K-1); default 0.")
     flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
@@ -383,7 +386,7 @@ def predict_from_flags() -> None:
     cli.start_runtime_of(f.workdir)
     written = predict(
         f.workdir, f.input, f.output, f.checkpoint, f.mode, f.num_samples, f.batch_size, f.seed,
-        resize=f.resize, tile=f.tile, tile_overlap=f.tile_overlap,
+        resize=f.resize, tile=f.tile, tile_overlap=f.tile_overlap, seed_index=f.seed_index,
     )  # fmt: skip
     print(f"Wrote {len(written)} image(s) to {f.output}")
 

@@ -34,13 +34,20 @@ from pix2pix_jax import (
     input_pipeline,
     parallel,
     preemption,
+    replicas,
     runtime,
     steps,
     writers,
 )
 from pix2pix_jax import config as config_lib
 from pix2pix_jax import workdir as workdir_lib
-from pix2pix_jax.errors import CheckpointError, DamagedCheckpointError, DivergedError, WorkdirError
+from pix2pix_jax.errors import (
+    CheckpointError,
+    ConfigError,
+    DamagedCheckpointError,
+    DivergedError,
+    WorkdirError,
+)
 
 DAMAGED_DIR = "checkpoints_damaged"  # where damaged checkpoints are moved, out of resume's way
 
@@ -48,8 +55,8 @@ DAMAGED_DIR = "checkpoints_damaged"  # where damaged checkpoints are moved, out 
 class _Logger:
     """Train-metric bookkeeping between log steps (device arrays until flushed)."""
 
-    def __init__(self, config, writer, schedule, progress):
-        self.config, self.writer, self.schedule, self.progress = config, writer, schedule, progress
+    def __init__(self, run: "_Run", progress):
+        self.run, self.progress = run, progress
         self.pending: list[dict] = []
         self.since = time.perf_counter()
 
@@ -57,22 +64,31 @@ class _Logger:
         self.pending.append(step_metrics)
 
     def flush(self, step: int) -> None:
-        """Average the pending steps' metrics, check them and write them out."""
-        stacked = jax.device_get(self.pending)
-        means = {k: float(np.mean([m[k][0] for m in stacked])) for k in stacked[0]}
+        """Average the pending steps' metrics per replica, check them and write them out."""
+        run = self.run
+        per_step = [run.placement.metrics(m) for m in self.pending]  # [steps][replicas]
+        elapsed = time.perf_counter() - self.since
+        for r, seed in enumerate(replicas.seeds(run.config)):
+            means = {k: float(np.mean([m[r][k] for m in per_step])) for k in per_step[0][r]}
+            self._check(means, step, len(per_step), seed)
+            means["learning_rate"] = float(run.schedule(step - 1))
+            # Images of all replicas: the throughput of the program as a whole.
+            means["images_per_second"] = len(per_step) * run.config.batch_size * run.placement.k
+            means["images_per_second"] /= elapsed
+            if run.writer:
+                run.writer.write(step, means, seed=seed if run.placement.k > 1 else None)
+            if r == 0:
+                self.progress.set_postfix(g_l1=f"{means['g_l1']:.4f}", d=f"{means['d_loss']:.3f}")
+        self.pending, self.since = [], time.perf_counter()
+
+    def _check(self, means: dict, step: int, count: int, seed: int) -> None:
         bad = [k for k, v in means.items() if not math.isfinite(v)]
         if bad:
+            which = f" of seed {seed}" if self.run.placement.k > 1 else ""
             raise DivergedError(
-                f"non-finite {', '.join(bad)} at step {step} (mean of steps "
-                f"{step - len(stacked) + 1}..{step}); stopping, the last checkpoint is kept"
+                f"non-finite {', '.join(bad)}{which} at step {step} (mean of steps "
+                f"{step - count + 1}..{step}); stopping, the last checkpoint is kept"
             )
-        elapsed = time.perf_counter() - self.since
-        means["learning_rate"] = float(self.schedule(step - 1))
-        means["images_per_second"] = len(stacked) * self.config.batch_size / elapsed
-        if self.writer:
-            self.writer.write(step, means)
-        self.progress.set_postfix(g_l1=f"{means['g_l1']:.4f}", d=f"{means['d_loss']:.3f}")
-        self.pending, self.since = [], time.perf_counter()
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -80,11 +96,24 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
+        _check_same_replicas(previous, config, workdir)
         if previous != json.loads(config.to_json()):
             print(f"Note: config differs from {path}; resuming with the new one.", flush=True)
     with open(path + ".tmp", "w") as f:
         f.write(config.to_json(indent=2) + "\n")
     os.replace(path + ".tmp", path)  # readers beside the run see the old file or the new one
+
+
+def _check_same_replicas(previous: dict, config: ml_collections.ConfigDict, workdir: str) -> None:
+    """A run's checkpoints hold num_seeds replicas: resuming them as another K cannot work."""
+    before, now = previous.get("num_seeds", 1), replicas.num_seeds(config)
+    directory = os.path.join(workdir, "checkpoints")
+    saved = os.path.isdir(directory) and any(e.isdigit() for e in os.listdir(directory))
+    if before != now and saved:
+        raise ConfigError(
+            f"num_seeds={now} does not match the checkpoints in {directory}, which hold "
+            f"{before} replica(s); resume with --config.num_seeds={before} or use a new workdir"
+        )
 
 
 @dataclasses.dataclass
@@ -97,10 +126,11 @@ class _Run:
     train_iter: Any
     eval_source: Any
     checkpointer: checkpointing.Checkpointer
-    best: checkpointing.BestCheckpointer | None
+    best: list[checkpointing.BestCheckpointer]  # one per replica, or none
     writer: writers.MetricWriter | None
     schedule: Callable
     feature_fn: Callable | None
+    placement: Any  # replicas.SinglePlacement | replicas.Placement
 
     @classmethod
     def open(cls, config: ml_collections.ConfigDict, workdir: str) -> "_Run":
@@ -113,12 +143,16 @@ class _Run:
         weights = config.eval.inception_weights
         feature_fn = evaluation.inception_features(weights) if weights else None
         setup = assembly.make_setup(config, len(train_source))
-        train_iter = iter(input_pipeline.train_dataset(config, train_source))
-        best = None
+        placement = replicas.placement(config, setup)
+        train_iter = _train_iterator(config, train_source, placement)
+        best = []
         if config.eval.best_metric:
-            best = checkpointing.BestCheckpointer(
-                os.path.join(workdir, checkpointing.BEST_DIR), config.eval.best_metric
-            )
+            best = [
+                checkpointing.BestCheckpointer(
+                    checkpointing.best_dir(workdir, seed, placement.k), config.eval.best_metric
+                )
+                for seed in replicas.seeds(config)
+            ]
         return cls(
             config=config,
             workdir=workdir,
@@ -132,11 +166,12 @@ class _Run:
             writer=None,  # opened by restore, which knows the step metrics.jsonl continues from
             schedule=steps.learning_rate_schedule(config, len(train_source)),
             feature_fn=feature_fn,
+            placement=placement,
         )
 
     def close(self) -> None:
         """Wait for pending checkpoint writes, then close everything (all, even if one fails)."""
-        parts = [self.checkpointer, self.best, self.writer]
+        parts = [self.checkpointer, *self.best, self.writer]
         errors = []
         for part in filter(None, parts):
             try:
@@ -152,7 +187,7 @@ class _Run:
         Also opens the metric writer, which drops the lines an interrupted
         run wrote after that checkpoint (they are about to be written again).
         """
-        state = assembly.initial_state(self.config, self.setup)
+        state = assembly.initial_states(self.config, self.setup)
         restored = self._restore_intact(state)
         start = 0
         if restored is not None:
@@ -200,6 +235,17 @@ class _Run:
         self.checkpointer.reload()
         print(f"Refused: {error}; moved it to {target}, falling back to an older one.", flush=True)
         return step
+
+
+def _train_iterator(config: ml_collections.ConfigDict, source: Any, placement: Any) -> Any:
+    """The train stream: the run's, or K replicas' streams (their seeds' orders) stacked."""
+    if placement.k == 1:
+        return iter(input_pipeline.train_dataset(config, source))
+    streams = [
+        iter(input_pipeline.train_dataset(replicas.replica_config(config, k), source))
+        for k in range(placement.k)
+    ]
+    return replicas.StackedIterator(streams, placement)
 
 
 def _check_devices(config: ml_collections.ConfigDict) -> None:
@@ -276,7 +322,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
     progress = None
     try:
         state, start = run.restore()
-        state = parallel.replicate(state)
+        state = run.placement.to_devices(state)
         progress = tqdm.tqdm(
             total=config.num_train_steps, initial=start, file=sys.stdout, unit="step",
             disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=2.0,
@@ -285,48 +331,86 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
         if start == 0:
             evaluator(state, 0)
         with preemption.PreemptionWatch() as watch:
-            logger = _Logger(config, run.writer, run.schedule, progress)
+            logger = _Logger(run, progress)
             state = _train_loop(state, start, run, evaluator, watch, logger)
     finally:
         if progress:
             progress.close()
         run.close()
-    return jax.device_get(parallel.unreplicate(state))
+    return run.placement.to_host(state)
 
 
 class _Evaluator:
-    """Runs the eval loop at a step and records its results, samples and best checkpoint."""
+    """Runs the eval loop at a step and records its results, samples and best checkpoints.
+
+    With K replicas each is evaluated in turn (its own seed's test-time noise),
+    and one more line gives each metric's mean, std and 95% interval over them.
+    """
 
     def __init__(self, run: _Run, progress: tqdm.tqdm):
         self.run, self.progress = run, progress
-        self.p_eval = parallel.pmap_step(
-            steps.eval_step, setup=run.setup, mode=run.config.eval.mode
-        )
+        mode = run.config.eval.mode
+        if run.placement.k == 1:
+            self.p_eval = parallel.pmap_step(steps.eval_step, setup=run.setup, mode=mode)
+        else:  # one compilation for all replicas: the seed is an argument
+            self.p_eval = replicas.eval_step_with_seed(run.setup, mode)
 
     def __call__(self, state: Any, step: int) -> None:
-        """Evaluate `state` (replicated) at `step`."""
-        run, split = self.run, self.run.config.eval.split
+        """Evaluate every replica of `state` (as placed) at `step`."""
+        run = self.run
+        seeds = replicas.seeds(run.config)
+        results = []
+        for k, seed in enumerate(seeds):
+            replica = run.placement.replica(state, k)
+            results.append(self._one(replica, step, k, seed))
+        if run.placement.k > 1:
+            aggregate = replicas.aggregate(results)
+            if run.writer:
+                run.writer.write(step, aggregate, split=run.config.eval.split, seed="all")
+            names = [n for n in results[0] if f"{n}_mean" in aggregate]
+            summary = " ".join(
+                f"{n}={aggregate[f'{n}_mean']:.4f}±{aggregate[f'{n}_std']:.4f}" for n in names
+            )
+            self.progress.write(f"[step {step}] {run.config.eval.split} over {len(seeds)} seeds: "
+                                f"{summary}")  # fmt: skip
+
+    def _one(self, state: Any, step: int, k: int, seed: int) -> dict[str, float]:
+        """Evaluate one replica's (replicated) state; write its line, samples and best."""
+        run, split, many = self.run, self.run.config.eval.split, self.run.placement.k > 1
         grid = evaluation.SampleGrid(run.config.eval.num_samples)
         consumers: list = [grid]
         if run.feature_fn:
             consumers.append(evaluation.FeatureDistances(run.feature_fn))
-        results = evaluation.evaluate(self.p_eval, state, run.config, run.eval_source, consumers)
+        p_eval = self.p_eval
+        if many:
+
+            def p_eval(replica_state, batch):
+                return self.p_eval(replica_state, batch, np.uint32(seed))
+
+        results = evaluation.evaluate(p_eval, state, run.config, run.eval_source, consumers)
         if run.writer:
             image = grid.grid()
-            run.writer.write(step, results, split=split)
-            run.writer.write_image(step, f"{split}/samples", image)
-            path = os.path.join(run.workdir, "samples", f"step_{step:07d}.png")
-            writers.save_png(path, image)
+            run.writer.write(step, results, split=split, seed=seed if many else None)
+            tag = f"{split}/seed_{seed}/samples" if many else f"{split}/samples"
+            run.writer.write_image(step, tag, image)
+            folder = os.path.join(run.workdir, "samples", *([f"seed_{seed}"] if many else []))
+            writers.save_png(os.path.join(folder, f"step_{step:07d}.png"), image)
         summary = " ".join(f"{k}={v:.4f}" for k, v in results.items())
-        if run.best and run.best.update(step, parallel.unreplicate(state), results):
-            summary += f" (best {run.best.metric} so far: saved to {checkpointing.BEST_DIR}/)"
-        self.progress.write(f"[step {step}] {split}: {summary}")
+        best = run.best[k] if run.best else None
+        if best and best.update(step, parallel.unreplicate(state), results):
+            where = os.path.relpath(
+                checkpointing.best_dir(run.workdir, seed, run.placement.k), run.workdir
+            )
+            summary += f" (best {best.metric} so far: saved to {where}/)"
+        label = f"{split} seed {seed}" if many else split
+        self.progress.write(f"[step {step}] {label}: {summary}")
+        return results
 
 
 def _train_loop(state, start, run: _Run, evaluate_at, watch, logger):
     """Steps start + 1 .. num_train_steps, with logging, checkpoints and evaluations."""
     config = run.config
-    p_train = parallel.pmap_train_step(steps.train_step, setup=run.setup)
+    p_train = run.placement.train_step()
     batches = parallel.prefetch_to_devices(run.train_iter)
     for step in range(start + 1, config.num_train_steps + 1):
         batch, data_state = next(batches)
@@ -339,7 +423,7 @@ def _train_loop(state, start, run: _Run, evaluate_at, watch, logger):
         if step % config.log_every_steps == 0 or save:
             logger.flush(step)  # also before each save: never checkpoint a non-finite state
         if save:
-            run.checkpointer.save(step, parallel.unreplicate(state), data_state)
+            run.checkpointer.save(step, run.placement.to_host(state), data_state)
         if stop:
             run.checkpointer.wait()  # say "saved" only once it is
             logger.progress.write(

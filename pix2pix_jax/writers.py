@@ -31,14 +31,23 @@ class MetricWriter:
         purge = None if keep_through is None else keep_through + 1
         self._tb = SummaryWriter(workdir, purge_step=purge)
 
-    def write(self, step: int, metrics: dict[str, float], split: str = "train") -> None:
-        """Record `metrics` of `split` at `step`."""
+    def write(
+        self,
+        step: int,
+        metrics: dict[str, float],
+        split: str = "train",
+        seed: int | str | None = None,
+    ) -> None:
+        """Record `metrics` of `split` at `step` (of one replica's `seed`, or "all" of them)."""
         record = {"step": step} if split == "train" else {"step": step, "split": split}
+        if seed is not None:
+            record["seed"] = seed
         record.update({k: float(v) for k, v in metrics.items()})
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
+        prefix = split if seed is None else f"{split}/seed_{seed}"
         for name, value in metrics.items():
-            self._tb.add_scalar(f"{split}/{name}", float(value), step)
+            self._tb.add_scalar(f"{prefix}/{name}", float(value), step)
 
     def write_image(self, step: int, name: str, image: np.ndarray) -> None:
         """Record an HWC uint8 image in TensorBoard."""

@@ -17,6 +17,11 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     config.seed = 0  # Every random draw (init, data order, jitter, dropout) derives from it.
+    # K > 1 trains K independent replicas in one program, replica k being the run of seed + k.
+    config.num_seeds = 1
+    # Where the replicas run: auto | map (one after another on each device; CPU's default)
+    # | vmap (batched together; one GPU/TPU) | devices (spread over the local devices).
+    config.seeds_layout = "auto"
     config.deterministic = False  # GPU: XLA's deterministic ops, for bitwise-equal reruns.
     config.num_train_steps = 1200  # Optimisation steps (one D and one G update each).
     config.batch_size = 4  # Global batch, split evenly across all devices of all hosts.
