@@ -11,6 +11,13 @@ summary line with the median. `--peer=PATH` also runs a PyTorch peer script
 --warmup [--device cuda] [--amp] [--compile MODE]`) between our repeats, so
 both see the same machine load, and prints the ratio of the medians.
 
+With `--config.num_seeds=K`, `step` times the step of K replicas in one
+program (`pix2pix_jax.replicas`; images/s counts every replica's images), and
+`seeds` times whole training runs: the command `pix2pix_jax.main` with K
+replicas in one run, then the K single runs (seed, seed + 1, ...) one after
+another, each in a fresh process on the same prepared dataset; it prints the
+wall times, their ratio and each process's peak resident memory.
+
 `input` times `input_pipeline.train_dataset` alone (decode, jitter, batch,
 with `dataset.num_workers` processes): images/s and images/s per worker.
 `--synthetic_jpegs=N` first writes N 256x512 side-by-side A|B JPEGs of
@@ -33,7 +40,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from pix2pix_jax import assembly, cli, input_pipeline, parallel, steps
+from pix2pix_jax import assembly, cli, input_pipeline, parallel, replicas
 from pix2pix_jax import config as config_lib
 from pix2pix_jax.errors import UserError
 
@@ -42,7 +49,7 @@ PROG = "pix2pix_jax.benchmark"
 
 def define_flags() -> None:
     """The command line's flags."""
-    flags.DEFINE_enum("mode", "step", ["step", "input"], "What to time.")
+    flags.DEFINE_enum("mode", "step", ["step", "input", "seeds"], "What to time.")
     flags.DEFINE_integer("steps", 20, "Timed steps (or batches) per repeat.")
     flags.DEFINE_integer("warmup", 3, "Untimed steps (or batches) before timing.")
     flags.DEFINE_integer("repeats", 3, "Timed windows; the summary reports their median.")
@@ -100,16 +107,20 @@ def random_batch(config: Any, rng: np.random.Generator) -> dict[str, np.ndarray]
 def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
     """Yields one JSON-ready record per timed window of the pmapped train step.
 
-    The first record carries `compile_seconds` (lowering + XLA compilation).
+    The first record carries `compile_seconds` (the first call: compilation and one step).
+    With num_seeds = K, the step is the K replicas' and every image of each counts.
     """
     setup = assembly.make_setup(config, num_train_examples=1000)
-    state = parallel.replicate(assembly.initial_state(config, setup))
-    batch = jax.device_put(
-        random_batch(config, np.random.default_rng(0)), parallel.device_sharding()
-    )
-    p_train = parallel.pmap_train_step(steps.train_step, setup=setup)
+    place = replicas.placement(config, setup)
+    state = place.to_devices(assembly.initial_states(config, setup))
+    host_batch = random_batch(config, np.random.default_rng(0))
+    if place.k > 1:
+        host_batch = place.batch([host_batch] * place.k)
+    batch = jax.device_put(host_batch, parallel.device_sharding())
+    compiled = place.train_step()
     start = time.perf_counter()
-    compiled = p_train.lower(state, batch).compile()
+    state, _ = compiled(state, batch)
+    jax.block_until_ready(state)
     compile_seconds = time.perf_counter() - start
     for _ in range(warmup):
         state, _ = compiled(state, batch)
@@ -121,7 +132,7 @@ def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
         jax.block_until_ready((state, step_metrics))
         seconds = (time.perf_counter() - start) / num_steps
         record = {"repeat": repeat, "step_ms": 1000 * seconds}
-        record["images_per_second"] = config.batch_size / seconds
+        record["images_per_second"] = config.batch_size * place.k / seconds
         if repeat == 0:
             record["compile_seconds"] = compile_seconds
         record["peak_host_memory_mb"] = peak_host_memory_mb()
@@ -165,6 +176,7 @@ def benchmark_step(config: Any) -> None:
         "image_size": config.image_size,
         "batch": config.batch_size,
         "compute_dtype": config.model.compute_dtype,
+        "num_seeds": replicas.num_seeds(config),
     }
     ours, peers = [], []
     for record in time_steps(config, f.steps, f.warmup, f.repeats):
@@ -234,6 +246,50 @@ def write_synthetic_jpegs(directory: str, count: int, seed: int = 0) -> None:
         pair.save(os.path.join(directory, "train", f"{i + 1}.jpg"), quality=95)
 
 
+def _config_args() -> list[str]:
+    """This command's --config and --config.FIELD arguments, to hand on to training runs."""
+    return [a for a in sys.argv[1:] if a.startswith("--config")]
+
+
+def _timed_run(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak resident MB) of one child process running `args`."""
+    with tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(child.pid, 0)  # the child's own rusage
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode:
+            errors.seek(0)
+            tail = errors.read()[-2000:].decode(errors="replace")
+            raise UserError(f"training run {' '.join(args)} failed: {tail}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def benchmark_seeds(config: Any) -> None:
+    """Wall time of one run of K replicas against K single runs one after another."""
+    k = replicas.num_seeds(config)
+    for split in (config.dataset.train_split, config.eval.split):  # prepared before timing
+        input_pipeline.load_split(config.dataset, split)
+    train = [sys.executable, "-m", "pix2pix_jax.main", *_config_args()]
+    with tempfile.TemporaryDirectory() as tmp:
+        together, together_mb = _timed_run([*train, f"--workdir={tmp}/together"])
+        _emit({"impl": "pix2pix_jax", "mode": "seeds", "run": "together", "num_seeds": k,
+               "seconds": together, "peak_host_memory_mb": together_mb})  # fmt: skip
+        singles = []
+        for seed in replicas.seeds(config):
+            one = [f"--config.seed={seed}", "--config.num_seeds=1", f"--workdir={tmp}/{seed}"]
+            singles.append(_timed_run([*train, *one]))
+            _emit({"impl": "pix2pix_jax", "mode": "seeds", "run": "single", "seed": seed,
+                   "seconds": singles[-1][0], "peak_host_memory_mb": singles[-1][1]})  # fmt: skip
+    sequential = sum(s for s, _ in singles)
+    summary = {"summary": "seeds", "num_seeds": k, "together_seconds": together}
+    summary.update(sequential_seconds=sequential, ratio=together / sequential)
+    summary.update(together_peak_host_memory_mb=together_mb)
+    summary["single_peak_host_memory_mb"] = max(mb for _, mb in singles)
+    _emit({**summary, **environment()})
+
+
 def benchmark_from_flags() -> None:
     """Run the benchmark the flags select."""
     config = flags.FLAGS.config
@@ -241,6 +297,8 @@ def benchmark_from_flags() -> None:
     config_lib.validate(config)
     if flags.FLAGS.mode == "step":
         benchmark_step(config)
+    elif flags.FLAGS.mode == "seeds":
+        benchmark_seeds(config)
     elif flags.FLAGS.synthetic_jpegs:
         with tempfile.TemporaryDirectory() as tmp, config.unlocked():
             write_synthetic_jpegs(os.path.join(tmp, "images"), flags.FLAGS.synthetic_jpegs)

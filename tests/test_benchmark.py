@@ -68,3 +68,19 @@ def test_a_bad_peer_is_reported(data_dir, tmp_path):
     assert result.returncode != 0
     assert "pix2pix_jax.benchmark: error: peer" in result.stderr
     assert "no torch here" in result.stderr
+
+
+def test_seeds_mode_times_one_k_run_against_k_single_runs(data_dir):
+    records = run_benchmark(
+        data_dir, "--mode=seeds", "--config.num_seeds=2", "--config.num_train_steps=2",
+        "--config.eval_every_steps=2", "--config.checkpoint_every_steps=2",
+        "--config.eval.batch_size=8",
+    )  # fmt: skip
+    runs = [r for r in records if r.get("mode") == "seeds"]
+    assert [(r["run"], r.get("seed")) for r in runs] == [("together", None), ("single", 0),
+                                                         ("single", 1)]  # fmt: skip
+    assert all(r["seconds"] > 0 and r["peak_host_memory_mb"] > 100 for r in runs)
+    summary = records[-1]
+    assert summary["summary"] == "seeds" and summary["num_seeds"] == 2
+    assert summary["sequential_seconds"] == runs[1]["seconds"] + runs[2]["seconds"]
+    assert summary["ratio"] == summary["together_seconds"] / summary["sequential_seconds"]

@@ -1,4 +1,10 @@
-"""experiments/seed_study.py: K seeds trained, the spread of their final metrics reported."""
+"""experiments/seed_study.py: K seeds trained, the spread of their final metrics reported.
+
+The default mode trains the seeds together (one run of num_seeds replicas);
+`--mode=sequential` trains one run per seed. Both are run here on the same
+seeds: their per-seed results agree within the rounding bound of
+`test_replicas`, and each summary is the statistics of its own per-seed values.
+"""
 
 import json
 import os
@@ -6,33 +12,63 @@ import statistics
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_seed_study_reports_mean_and_std(tmp_path, data_dir):
+def study(workdir, data_dir, *extra):
     result = subprocess.run(
         [
             sys.executable, os.path.join(ROOT, "experiments", "seed_study.py"),
-            f"--workdir={tmp_path}", "--seeds=0,1",
+            f"--workdir={workdir}", "--seeds=0,1",
             f"--config={os.path.join(ROOT, 'experiments', 'smoke.py')}",
-            f"--config.dataset.data_dir={data_dir}", "--config.num_train_steps=2",
+            f"--config.dataset.data_dir={data_dir}", "--config.num_train_steps=2", *extra,
         ],  # fmt: skip
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    with open(tmp_path / "seed_study.json") as f:
-        summary = json.load(f)
+    with open(os.path.join(workdir, "seed_study.json")) as f:
+        return json.load(f), result
+
+
+def check_summary(summary):
     assert summary["seeds"] == [0, 1]
-    finals = {}
-    for seed in (0, 1):
-        with open(tmp_path / f"seed_{seed}" / "metrics.jsonl") as f:
-            last = [json.loads(line) for line in f if '"split"' in line][-1]
-        assert last["step"] == 2
-        finals[seed] = last
-        assert summary["per_seed"][str(seed)]["l1"] == last["l1"]
-    assert finals[0]["l1"] != finals[1]["l1"]  # the seed matters
     for name in ("l1", "psnr", "ssim"):
-        values = [finals[0][name], finals[1][name]]
+        values = [summary["per_seed"][s][name] for s in ("0", "1")]
         assert summary[name]["mean"] == statistics.fmean(values)
         assert summary[name]["std"] == statistics.stdev(values)
+        half = 12.7062047 * statistics.stdev(values) / np.sqrt(2)  # t(0.975, 1 degree)
+        assert summary[name]["ci95"][1] == pytest.approx(statistics.fmean(values) + half, rel=1e-4)
+
+
+def test_seed_study_together_and_sequential_agree(tmp_path, data_dir):
+    together, result = study(tmp_path / "together", data_dir)
+    assert together["mode"] == "together"
+    check_summary(together)
+    with open(tmp_path / "together" / "together" / "metrics.jsonl") as f:
+        evals = [json.loads(line) for line in f if '"split"' in line]
+    for seed in (0, 1):
+        last = [r for r in evals if r["seed"] == seed][-1]
+        assert last["step"] == 2 and together["per_seed"][str(seed)]["l1"] == last["l1"]
+    assert together["per_seed"]["0"]["l1"] != together["per_seed"]["1"]["l1"]  # the seed matters
     assert "l1: " in result.stdout
+    table = (tmp_path / "together" / "seed_study.md").read_text()
+    assert "| l1 |" in table and "seed 1" in table
+
+    sequential, _ = study(tmp_path / "sequential", data_dir, "--mode=sequential")
+    check_summary(sequential)
+    for seed in ("0", "1"):
+        for name, value in sequential["per_seed"][seed].items():
+            assert together["per_seed"][seed][name] == pytest.approx(value, rel=2e-3, abs=2e-4)
+
+
+def test_together_needs_consecutive_seeds(tmp_path, data_dir):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "seed_study.py"),
+         f"--workdir={tmp_path}", "--seeds=0,2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--mode=together needs consecutive seeds" in result.stderr
