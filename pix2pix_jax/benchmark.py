@@ -16,7 +16,8 @@ program (`pix2pix_jax.replicas`; images/s counts every replica's images), and
 `seeds` times whole training runs: the command `pix2pix_jax.main` with K
 replicas in one run, then the K single runs (seed, seed + 1, ...) one after
 another, each in a fresh process on the same prepared dataset; it prints the
-wall times, their ratio and each process's peak resident memory.
+wall times, their ratio and each process's peak resident memory (`--workdir`
+keeps the runs, e.g. to compare each replica with its single run).
 
 `input` times `input_pipeline.train_dataset` alone (decode, jitter, batch,
 with `dataset.num_workers` processes): images/s and images/s per worker.
@@ -25,6 +26,7 @@ synthetic facades as a `folder` dataset and times that. Installed as the
 console script `pix2pix-benchmark`.
 """
 
+import contextlib
 import json
 import os
 import resource
@@ -56,6 +58,7 @@ def define_flags() -> None:
     flags.DEFINE_string("peer", "", "Path of a PyTorch peer step script to run side by side.")
     flags.DEFINE_string("peer_compile", "", "torch.compile mode passed to the peer (--compile).")
     flags.DEFINE_integer("synthetic_jpegs", 0, "input mode: time N generated 256x512 A|B JPEGs.")
+    flags.DEFINE_string("workdir", "", "seeds mode: keep the runs in DIR/together, DIR/<seed>.")
     cli.define_config_flag()
 
 
@@ -272,7 +275,8 @@ def benchmark_seeds(config: Any) -> None:
     for split in (config.dataset.train_split, config.eval.split):  # prepared before timing
         input_pipeline.load_split(config.dataset, split)
     train = [sys.executable, "-m", "pix2pix_jax.main", *_config_args()]
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = flags.FLAGS.workdir or stack.enter_context(tempfile.TemporaryDirectory())
         together, together_mb = _timed_run([*train, f"--workdir={tmp}/together"])
         _emit({"impl": "pix2pix_jax", "mode": "seeds", "run": "together", "num_seeds": k,
                "seconds": together, "peak_host_memory_mb": together_mb})  # fmt: skip
