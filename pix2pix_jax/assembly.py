@@ -25,14 +25,17 @@ def make_setup(
     `num_train_examples` (the train split's size) sets the epoch length of
     epoch-based learning-rate schedules, which refuse to run without it.
     """
-    tx = steps.make_optimizer(config, num_train_examples)
+    g_tx = steps.make_optimizer(config, num_train_examples, "g")
+    same = steps.adam_settings(config.optimizer, "d") == steps.adam_settings(config.optimizer, "g")
+    # D shares G's optimizer object unless TTUR gives it its own settings.
+    d_tx = g_tx if same else steps.make_optimizer(config, num_train_examples, "d")
     return steps.Setup(
         generator=models.create_generator(
             config.model, input_pipeline.image_shape(config), config.dataset.output_channels
         ),
         discriminator=models.create_discriminator(config.model),
-        g_tx=tx,
-        d_tx=tx,
+        g_tx=g_tx,
+        d_tx=d_tx,
         seed=config.seed,
         loss=losses.LossSettings.from_config(config.loss),
         load_shape=input_pipeline.load_shape(config),

@@ -51,6 +51,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_model(config)
     _check_loss(config.loss)
     schedules.check(config.optimizer)
+    _check_optimizer(config.optimizer)
     _check_eval(config.eval)
     _check_run(config)
 
@@ -121,6 +122,26 @@ def _check_run(config: Any) -> None:
         raise ConfigError(
             f"damaged_checkpoint={config.damaged_checkpoint!r} is not one of {DAMAGED_CHECKPOINT}"
         )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_optimizer(opt: Any) -> None:
+    for name in ("learning_rate", "d_learning_rate"):
+        if not _is_number(opt[name]) or not opt[name] >= 0:
+            raise ConfigError(f"optimizer.{name} must be a number >= 0, got {opt[name]!r}")
+    for name in ("b1", "b2"):
+        if not _is_number(opt[name]) or not 0 <= opt[name] < 1:
+            raise ConfigError(f"optimizer.{name} must be in [0, 1), got {opt[name]!r}")
+        d_value = opt[f"d_{name}"]
+        # -1 (any negative) is the sentinel for "G's value"; D's own must be a valid beta.
+        if not _is_number(d_value) or not d_value < 1:
+            raise ConfigError(
+                f"optimizer.d_{name} must be in [0, 1), or negative for G's optimizer.{name}; "
+                f"got {d_value!r}"
+            )
 
 
 def _check_eval(ev: Any) -> None:

@@ -280,28 +280,44 @@ def eval_step(state: TrainState, batch: Batch, setup: Setup, mode: str) -> tuple
     return fake, metrics.image_metrics(fake, to_model_range(batch["target"]))
 
 
-def learning_rate_schedule(config: Any, num_train_examples: int | None = None) -> optax.Schedule:
-    """The learning rate as a function of optax's update count (step - 1).
+def learning_rate_schedule(
+    config: Any, num_train_examples: int | None = None, network: str = "g"
+) -> optax.Schedule:
+    """The learning rate of `network` ("g" or "d") as a function of optax's update count.
 
-    Epoch-based schedules need the size of the train split (`num_train_examples`).
+    The count is step - 1. D's rate is `optimizer.d_learning_rate` when set (TTUR), else
+    G's; one schedule scales both. Epoch-based schedules need the size of the train split
+    (`num_train_examples`).
     """
     opt = config.optimizer
     per_epoch = None
     if schedules.needs_epochs(opt) and num_train_examples is not None:
         per_epoch = schedules.steps_per_epoch(num_train_examples, config.batch_size)
-    return schedules.make_schedule(opt, per_epoch)
+    return schedules.make_schedule(opt, per_epoch, adam_settings(opt, network)[0])
+
+
+def adam_settings(opt: Any, network: str) -> tuple[float, float, float]:
+    """(base learning rate, b1, b2) of `network`'s Adam: "g", or "d" (its own where set)."""
+    if network not in ("g", "d"):
+        raise ValueError(f"network must be 'g' or 'd', got {network!r}")
+    g = (opt.learning_rate, opt.b1, opt.b2)
+    if network == "g":
+        return g
+    # Sentinels (0 rate, negative betas) mean "G's value"; older configs lack the fields.
+    d = (opt.get("d_learning_rate", 0.0), opt.get("d_b1", -1.0), opt.get("d_b2", -1.0))
+    return (d[0] if d[0] > 0 else g[0], d[1] if d[1] >= 0 else g[1], d[2] if d[2] >= 0 else g[2])
 
 
 def make_optimizer(
-    config: Any, num_train_examples: int | None = None
+    config: Any, num_train_examples: int | None = None, network: str = "g"
 ) -> optax.GradientTransformation:
-    """Adam with the paper's settings (lr 2e-4, beta1 0.5, beta2 0.999 by default).
+    """Adam of `network` ("g" or "d"): the paper's lr 2e-4, beta1 0.5, beta2 0.999 by default.
 
-    The rate follows `learning_rate_schedule`, evaluated at optax's own update
-    count, which is part of the (checkpointed) optimizer state.
+    D's rate and betas are G's unless `optimizer.d_learning_rate`, `d_b1`, `d_b2` set
+    them (see `adam_settings`). The rate follows `learning_rate_schedule`, evaluated at
+    optax's own update count, which is part of the (checkpointed) optimizer state.
     """
+    _, b1, b2 = adam_settings(config.optimizer, network)
     return optax.adam(
-        learning_rate=learning_rate_schedule(config, num_train_examples),
-        b1=config.optimizer.b1,
-        b2=config.optimizer.b2,
+        learning_rate=learning_rate_schedule(config, num_train_examples, network), b1=b1, b2=b2
     )

@@ -68,9 +68,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.lambda_gp = 10.0  # wgangp: weight of the gradient penalty (0 disables it).
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.learning_rate = 2e-4  # Adam step size, for G and D alike.
-    config.optimizer.b1 = 0.5  # Adam beta1.
+    config.optimizer.learning_rate = 2e-4  # Adam step size of G (and of D, by default).
+    config.optimizer.b1 = 0.5  # Adam beta1 (G's, and D's by default).
     config.optimizer.b2 = 0.999  # Adam beta2.
+    # Two time-scale update rule (TTUR; Heusel et al. 2017, as SPADE uses it): D's own Adam
+    # rate and betas. 0.0 / -1.0 take G's (learning_rate, b1, b2); the schedule scales both.
+    config.optimizer.d_learning_rate = 0.0
+    config.optimizer.d_b1 = -1.0
+    config.optimizer.d_b2 = -1.0
     config.optimizer.schedule = "constant"  # constant | linear | step | cosine (lr_policy).
     config.optimizer.schedule_unit = "epochs"  # epochs (staircase per epoch) | steps.
     config.optimizer.n_epochs = 100  # linear: units at the full rate; cosine: T_max.
