@@ -39,6 +39,8 @@ def make_setup(
         seed=config.seed,
         loss=losses.LossSettings.from_config(config.loss),
         load_shape=input_pipeline.load_shape(config),
+        label_nc=config.dataset.label_nc,
+        instance_maps=config.dataset.instance_maps,
     )
 
 
@@ -62,7 +64,8 @@ def initial_state(config: ml_collections.ConfigDict, setup: steps.Setup) -> step
     """
     init = jax.jit(steps.init_state, static_argnums=(0, 1, 2))
     with jax.threefry_partitionable(False):
-        return jax.device_get(init(setup, _state_shape(config), config.dataset.input_channels))
+        channels = input_pipeline.model_input_channels(config)
+        return jax.device_get(init(setup, _state_shape(config), channels))
 
 
 def state_template(config: ml_collections.ConfigDict) -> Any:
@@ -71,7 +74,7 @@ def state_template(config: ml_collections.ConfigDict) -> Any:
         steps.init_state,
         inference_setup(config),
         _state_shape(config),
-        config.dataset.input_channels,
+        input_pipeline.model_input_channels(config),
     )
     return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(init))
 

@@ -77,6 +77,23 @@ def _check_dataset(ds: Any) -> None:
     for field in ("input_channels", "output_channels"):
         if ds[field] not in channels:
             raise ConfigError(f"dataset.{field}={ds[field]!r} is not one of {channels}")
+    _check_label_maps(ds)
+
+
+def _check_label_maps(ds: Any) -> None:
+    # Ids ship as uint8, so at most 256 classes; 0 means the input is an image.
+    if not _is_int(ds.label_nc) or not 0 <= ds.label_nc <= 256:
+        raise ConfigError(
+            f"dataset.label_nc={ds.label_nc!r} must be an integer in [0, 256] (0: the input "
+            "is an image)"
+        )
+    if not isinstance(ds.instance_maps, bool):
+        raise ConfigError(f"dataset.instance_maps must be True or False, got {ds.instance_maps!r}")
+    if ds.instance_maps and not ds.label_nc:
+        raise ConfigError(
+            "dataset.instance_maps=True needs label maps: set dataset.label_nc to the number "
+            "of classes"
+        )
 
 
 def _check_model(config: Any) -> None:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from pix2pix_jax import augment, losses, metrics, schedules
+from pix2pix_jax import augment, labels, losses, metrics, schedules
 from pix2pix_jax.errors import ConfigError
 from pix2pix_jax.parallel import BATCH_AXIS
 
@@ -47,7 +47,9 @@ class Setup:
     `loss` holds the GAN objective, G's weighted loss terms, whether D is
     conditional and the gradient penalty's weight (see `losses.LossSettings`);
     `load_shape` is the size the paper's jitter resizes to on the device, when
-    the input pipeline leaves it to the step (see `augment`).
+    the input pipeline leaves it to the step (see `augment`); `label_nc` > 0 says the
+    input is a label map (class ids, with `instance_maps` boundaries) that `encode_input`
+    one-hot encodes.
     """
 
     generator: nn.Module
@@ -57,6 +59,8 @@ class Setup:
     seed: int
     loss: losses.LossSettings = losses.LossSettings()
     load_shape: tuple[int, int] | None = None
+    label_nc: int = 0
+    instance_maps: bool = False
 
     @property
     def use_gan(self) -> bool:
@@ -109,6 +113,18 @@ def to_model_range(images: jax.Array) -> jax.Array:
     if images.dtype == jnp.uint8:
         return images.astype(jnp.float32) / 127.5 - 1.0
     return images
+
+
+def encode_input(x: jax.Array, setup: Setup) -> jax.Array:
+    """The generator's input from a batch's `input`, on the device.
+
+    Images go to [-1, 1] (`to_model_range`); label maps to one-hot classes plus the
+    instance-boundary channel (`labels.encode`). Every path that feeds the generator
+    (train, eval, predict, export) goes through here.
+    """
+    if setup.label_nc:
+        return labels.encode(x, setup.label_nc, setup.instance_maps)
+    return to_model_range(x)
 
 
 def d_input(setup: Setup, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -205,7 +221,7 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainStat
     """
     if augment.JITTER_KEYS[0] in batch:
         batch = augment.jitter(batch, setup.load_shape)
-    x, y = to_model_range(batch["input"]), to_model_range(batch["target"])
+    x, y = encode_input(batch["input"], setup), to_model_range(batch["target"])
     fake, g_vjp, g_batch_stats = _generator_forward(state, setup, x)
     d_metrics = {"d_loss": jnp.zeros((), jnp.float32)}
     if setup.use_gan:  # otherwise ("L1 only") D keeps its params, statistics and moments
@@ -275,7 +291,7 @@ def eval_step(state: TrainState, batch: Batch, setup: Setup, mode: str) -> tuple
 
     The batch holds `input`, `target` (uint8) and `id` (each image's id, for its keys).
     """
-    x = to_model_range(batch["input"])
+    x = encode_input(batch["input"], setup)
     fake = generate_each(state, x, setup, mode, image_keys(setup.seed, 0, batch["id"]))
     return fake, metrics.image_metrics(fake, to_model_range(batch["target"]))
 

@@ -29,6 +29,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.direction = ""
     config.dataset.input_channels = 3  # Model input: 1 (grayscale), 3 (RGB) or 4 (RGBA).
     config.dataset.output_channels = 3  # Model output: 1, 3 or 4; images are converted.
+    # Label maps (pix2pixHD): > 0 when the input is a single-channel map of class ids
+    # 0 .. label_nc - 1, one-hot encoded on the device (Cityscapes labelIds: 35); 0: an image.
+    config.dataset.label_nc = 0
+    # With label_nc: add pix2pixHD's instance-boundary channel from instance-id maps
+    # (folder: DIR/inst/<split>/, Cityscapes: *_gtFine_instanceIds.png).
+    config.dataset.instance_maps = False
     config.dataset.path = ""  # folder: the image folder; pix2pix/NAME: an archive you have.
     config.dataset.skip_bad_files = False  # Skip (and list) bad image files instead of stopping.
     # Largest image (width x height) decoded, and the most pixels all decoding threads of a
