@@ -17,8 +17,10 @@ G_LR, D_LR, B1, B2 = 1e-4, 4e-4, 0.0, 0.9
 
 def ttur_config():
     config = default.get_config()
-    config.image_size, config.batch_size = 32, 2
+    config.image_size, config.batch_size = 16, 2
     config.model.ngf = config.model.ndf = 8
+    # A small, fast-compiling pair: the optimizers are what is tested.
+    config.model.generator, config.model.discriminator = "resnet_6blocks", "pixel"
     opt = config.optimizer
     opt.learning_rate, opt.b1, opt.b2 = G_LR, B1, B2
     opt.d_learning_rate, opt.d_b1, opt.d_b2 = D_LR, B1, B2
@@ -74,7 +76,7 @@ def test_one_train_step_uses_each_networks_adam():
     initial = assembly.initial_state(config, setup)
     rng = np.random.default_rng(0)
     n = jax.local_device_count()
-    batch = {k: rng.integers(0, 256, (n, 2 // n, 32, 32, 3), np.uint8) for k in ("input", "target")}
+    batch = {k: rng.integers(0, 256, (n, 2 // n, 16, 16, 3), np.uint8) for k in ("input", "target")}
     state = flax.jax_utils.replicate(initial)
     step = parallel.pmap_train_step(steps.train_step, setup=setup)
     new, _ = step(state, batch)
