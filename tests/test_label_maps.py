@@ -5,6 +5,7 @@ label_nc channels and appends `get_edges(inst_map)`; its data loader resizes lab
 instance maps with NEAREST. The references below re-express that code in numpy.
 """
 
+import importlib.util
 import json
 import os
 
@@ -287,3 +288,19 @@ def test_evaluate_and_predict_on_label_maps(trained):
     shown = np.asarray(Image.open(os.path.join(out, "images", "00000_input.png")))
     palette = {tuple(c) for c in labels.COLOR_MAP[[7, 23, 24, 26]]} | {(255, 255, 255)}
     assert {tuple(c) for c in shown.reshape(-1, 3)} <= palette
+
+
+def test_pix2pixhd_and_spade_recipes():
+    """The experiment's recipes: label maps with instances; SPADE's TTUR resolves as SPADE's."""
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "pix2pixhd_cityscapes.py")
+    spec = importlib.util.spec_from_file_location("pix2pixhd_cityscapes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    hd, spade = module.get_config("pix2pixhd_1024x512"), module.get_config("spade_512x256")
+    assert (hd.image_size, hd.dataset.image_width, hd.batch_size) == (512, 1024, 1)
+    assert input_pipeline.model_input_channels(hd) == LABEL_NC + 1
+    assert hd.num_train_steps == 200 * 2975 and hd.loss.gan_mode == "lsgan"
+    assert steps.adam_settings(hd.optimizer, "d") == (2e-4, 0.5, 0.999)
+    assert steps.adam_settings(spade.optimizer, "g") == (1e-4, 0.0, 0.9)
+    assert steps.adam_settings(spade.optimizer, "d") == (4e-4, 0.0, 0.9)
+    assert spade.loss.gan_mode == "hinge" and (spade.image_size, spade.batch_size) == (256, 16)
