@@ -15,7 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pix2pix_jax import assembly, evaluate, input_pipeline, labels, predict, steps, trainer, writers
+from pix2pix_jax import (
+    assembly,
+    evaluate,
+    fcn_score,
+    input_pipeline,
+    labels,
+    predict,
+    steps,
+    trainer,
+    writers,
+)
 from pix2pix_jax import config as config_lib
 from pix2pix_jax.configs import default
 from pix2pix_jax.datasets import folder
@@ -150,6 +160,8 @@ def test_folder_layouts_with_label_maps(tmp_path):
     assert label.endswith("gtFine/val/frankfurt/frankfurt_000000_000019_gtFine_labelIds.png")
     assert photo.endswith("leftImg8bit/val/frankfurt/frankfurt_000000_000019_leftImg8bit.png")
     assert inst.endswith("_gtFine_instanceIds.png") and os.path.isfile(inst)
+    frame = "frankfurt_000000_000019"  # the FCN-score reads the same label files
+    assert fcn_score.label_path(str(tmp_path / "cs"), "val", frame) == label
     sep = folder.discover(make_label_folder(str(tmp_path / "sep")))
     assert sep.kind == folder.SEPARATE and sep.instances and "instance" in sep.keys
     os.remove(tmp_path / "sep" / "inst" / "val" / "1.png")
