@@ -264,7 +264,7 @@ def label_pictures(record: dict, recipe: Recipe) -> list[Image.Image]:
     labels.check_ids(ids, recipe.label_nc, name)
     mode = CHANNEL_MODES[recipe.output_channels]
     photo = _decoded(record, target, recipe.max_pixels)
-    pictures = [Image.fromarray(ids.astype(np.uint8), "L"), photo.convert(mode)]
+    pictures = [Image.fromarray(ids.astype(np.uint8)), photo.convert(mode)]  # mode L
     if recipe.instance_maps:
         if "instance" not in record:
             raise DataError(
@@ -274,7 +274,7 @@ def label_pictures(record: dict, recipe: Recipe) -> list[Image.Image]:
         inst = images.decode_ids(
             bytes(record["instance"]), _file_name(record, "instance"), recipe.max_pixels
         )
-        pictures.append(Image.fromarray(inst, "I"))
+        pictures.append(Image.fromarray(inst))  # int32: mode I, the ids kept whole
     return pictures
 
 

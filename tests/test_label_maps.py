@@ -101,9 +101,9 @@ def test_default_input_is_unchanged():
     assert input_pipeline.model_input_channels(config) == 3
 
 
-def write_png(path, array, mode=None):
+def write_png(path, array):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(array, mode).save(path)
+    Image.fromarray(array).save(path)  # uint16: a 16-bit PNG, as Cityscapes' instanceIds
 
 
 def make_cityscapes(root, h=32, w=64):
@@ -200,8 +200,7 @@ def test_jitter_resamples_ids_nearest(tmp_path):
         (top, left), mirror = input_pipeline.preprocess.draw_jitter((16, 16), 18 / 16, True, rng)
         load = round(16 * config.dataset.load_size_ratio)
         for source, got in ((source_ids, x[..., 0]), (source_inst, None)):
-            mode = "L" if source.dtype == np.uint8 else "I"
-            resized = np.asarray(Image.fromarray(source, mode).resize((load, load), Image.NEAREST))
+            resized = np.asarray(Image.fromarray(source).resize((load, load), Image.NEAREST))
             crop = resized[top : top + 16, left : left + 16]
             crop = crop[:, ::-1] if mirror else crop
             if got is not None:
