@@ -17,6 +17,7 @@ from PIL import Image
 
 from pix2pix_jax import (
     assembly,
+    demo,
     evaluate,
     fcn_score,
     input_pipeline,
@@ -277,6 +278,8 @@ def test_evaluate_and_predict_on_label_maps(trained):
             os.link(os.path.join(gt, name), maps / f"{frame}.png")
         if name.endswith("_instanceIds.png"):
             os.link(os.path.join(gt, name), insts / f"{frame}.png")
+    with pytest.raises(ConfigError, match="label maps .* demo page cannot draw"):
+        demo.load_model(workdir)
     with pytest.raises(ConfigError, match="--instances"):
         predict.predict(workdir, str(maps), str(tmp / "none"), mode="deterministic")
     written = predict.predict(
