@@ -27,17 +27,22 @@ def make_setup(
     `num_train_examples` (the train split's size) sets the epoch length of
     epoch-based learning-rate schedules, which refuse to run without it.
     """
-    tx = steps.make_optimizer(config, num_train_examples)
+    g_tx = steps.make_optimizer(config, num_train_examples, "g")
+    same = steps.adam_settings(config.optimizer, "d") == steps.adam_settings(config.optimizer, "g")
+    # D shares G's optimizer object unless TTUR gives it its own settings.
+    d_tx = g_tx if same else steps.make_optimizer(config, num_train_examples, "d")
     return steps.Setup(
         generator=models.create_generator(
             config.model, input_pipeline.image_shape(config), config.dataset.output_channels
         ),
         discriminator=models.create_discriminator(config.model),
-        g_tx=tx,
-        d_tx=tx,
+        g_tx=g_tx,
+        d_tx=d_tx,
         seed=config.seed,
         loss=losses.LossSettings.from_config(config.loss),
         load_shape=input_pipeline.load_shape(config),
+        label_nc=config.dataset.label_nc,
+        instance_maps=config.dataset.instance_maps,
     )
 
 
@@ -61,7 +66,8 @@ def initial_state(config: ml_collections.ConfigDict, setup: steps.Setup) -> step
     """
     init = jax.jit(steps.init_state, static_argnums=(0, 1, 2))
     with jax.threefry_partitionable(False):
-        return jax.device_get(init(setup, _state_shape(config), config.dataset.input_channels))
+        channels = input_pipeline.model_input_channels(config)
+        return jax.device_get(init(setup, _state_shape(config), channels))
 
 
 def initial_states(config: ml_collections.ConfigDict, setup: steps.Setup) -> Any:
@@ -86,7 +92,7 @@ def state_template(config: ml_collections.ConfigDict) -> Any:
         steps.init_state,
         inference_setup(config),
         _state_shape(config),
-        config.dataset.input_channels,
+        input_pipeline.model_input_channels(config),
     )
     k = replicas.num_seeds(config)
     lead = () if k == 1 else (k,)

@@ -13,7 +13,9 @@ multiply-adds per value. (`jax.image.scale_and_translate` computes in float32 wi
 weight matrix: ~60x the arithmetic, and 0.06% of the values 1-2 levels off Pillow's.)
 The host jitter (`datasets.preprocess`) is Pillow's own resize-then-crop, so both agree
 exactly. Pictures of another size than the model's are jittered on the host (resampling them
-to the model's size first would resample them twice) and flagged `host_jittered`.
+to the model's size first would resample them twice) and flagged `host_jittered`. Label maps
+(`dataset.label_nc`) never come here: bicubic would blend their ids, so the host resizes them
+with NEAREST (`input_pipeline.load_shape` is None for them).
 """
 
 import functools

@@ -95,8 +95,10 @@ def random_batch(config: Any, rng: np.random.Generator) -> dict[str, np.ndarray]
     devices = jax.local_device_count()
     lead = (devices, config.batch_size // devices)
     shape = lead + input_pipeline.image_shape(config)
+    channels = input_pipeline.data_input_channels(config)
+    high = config.dataset.get("label_nc", 0) or 256  # label maps: valid class ids
     batch = {
-        "input": rng.integers(0, 256, shape + (config.dataset.input_channels,), np.uint8),
+        "input": rng.integers(0, high, shape + (channels,), np.uint8),
         "target": rng.integers(0, 256, shape + (config.dataset.output_channels,), np.uint8),
     }
     load_shape = input_pipeline.load_shape(config)

@@ -51,6 +51,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_model(config)
     _check_loss(config.loss)
     schedules.check(config.optimizer)
+    _check_optimizer(config.optimizer)
     _check_eval(config.eval)
     _check_run(config)
     replicas.check(config)
@@ -77,6 +78,23 @@ def _check_dataset(ds: Any) -> None:
     for field in ("input_channels", "output_channels"):
         if ds[field] not in channels:
             raise ConfigError(f"dataset.{field}={ds[field]!r} is not one of {channels}")
+    _check_label_maps(ds)
+
+
+def _check_label_maps(ds: Any) -> None:
+    # Ids ship as uint8, so at most 256 classes; 0 means the input is an image.
+    if not _is_int(ds.label_nc) or not 0 <= ds.label_nc <= 256:
+        raise ConfigError(
+            f"dataset.label_nc={ds.label_nc!r} must be an integer in [0, 256] (0: the input "
+            "is an image)"
+        )
+    if not isinstance(ds.instance_maps, bool):
+        raise ConfigError(f"dataset.instance_maps must be True or False, got {ds.instance_maps!r}")
+    if ds.instance_maps and not ds.label_nc:
+        raise ConfigError(
+            "dataset.instance_maps=True needs label maps: set dataset.label_nc to the number "
+            "of classes"
+        )
 
 
 def _check_model(config: Any) -> None:
@@ -122,6 +140,26 @@ def _check_run(config: Any) -> None:
         raise ConfigError(
             f"damaged_checkpoint={config.damaged_checkpoint!r} is not one of {DAMAGED_CHECKPOINT}"
         )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_optimizer(opt: Any) -> None:
+    for name in ("learning_rate", "d_learning_rate"):
+        if not _is_number(opt[name]) or not opt[name] >= 0:
+            raise ConfigError(f"optimizer.{name} must be a number >= 0, got {opt[name]!r}")
+    for name in ("b1", "b2"):
+        if not _is_number(opt[name]) or not 0 <= opt[name] < 1:
+            raise ConfigError(f"optimizer.{name} must be in [0, 1), got {opt[name]!r}")
+        d_value = opt[f"d_{name}"]
+        # -1 (any negative) is the sentinel for "G's value"; D's own must be a valid beta.
+        if not _is_number(d_value) or not d_value < 1:
+            raise ConfigError(
+                f"optimizer.d_{name} must be in [0, 1), or negative for G's optimizer.{name}; "
+                f"got {d_value!r}"
+            )
 
 
 def _check_eval(ev: Any) -> None:

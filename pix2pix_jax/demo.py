@@ -40,7 +40,7 @@ from PIL import Image
 
 from pix2pix_jax import assembly, cli, evaluate, input_pipeline, predict, steps, writers
 from pix2pix_jax.datasets import images, synthetic_facades
-from pix2pix_jax.errors import DataError
+from pix2pix_jax.errors import ConfigError, DataError
 
 PROG = "pix2pix_jax.demo"
 
@@ -88,6 +88,11 @@ def load_model(
     """The model of a checkpoint of the run in `workdir`, compiled for its trained size."""
     evaluate.check_mode(mode)
     config, state, step = assembly.restore_for_inference(workdir, checkpoint)
+    if config.dataset.get("label_nc", 0):  # the page draws colours, not class ids
+        raise ConfigError(
+            f"{workdir}: the model takes label maps (dataset.label_nc="
+            f"{config.dataset.label_nc}), which the demo page cannot draw; use predict"
+        )
     mode = config.eval.mode if mode is None else mode
     translate = predict.make_native_translate(state, assembly.inference_setup(config), mode)
     model = DemoModel(translate, config, workdir, step, mode, config.seed if seed is None else seed)

@@ -26,7 +26,7 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from pix2pix_jax import input_pipeline, writers
+from pix2pix_jax import input_pipeline, labels, writers
 from pix2pix_jax.errors import DataError, MissingFileError
 
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000  # torch-fidelity's defaults
@@ -59,11 +59,14 @@ def eval_outputs(p_eval, state, config, source) -> Iterator[tuple]:
 
     Yields (mask, batch, generated images, per-image metrics): the batch on
     the host, the rest on the devices, all shaped [devices, per-device batch,
-    ...]; `mask` is False for padding.
+    ...]; `mask` is False for padding. A label-map input is yielded coloured
+    (`labels.colorize`), as the sample grids show it.
     """
     for batch in input_pipeline.eval_batches(config, source):
         mask = batch.pop("mask")
         fake, per_image = p_eval(state, batch)
+        if config.dataset.get("label_nc", 0):  # ids and boundaries as a picture, for the grids
+            batch = {**batch, "input": labels.colorize(batch["input"])}
         yield mask, batch, fake, per_image
 
 

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from pix2pix_jax import assembly, cli, predict, steps
+from pix2pix_jax import assembly, cli, input_pipeline, predict, steps
 from pix2pix_jax.errors import ConfigError
 from pix2pix_jax.models import cpu_kernels
 
@@ -97,7 +97,9 @@ def export_workdir(
     check_options(mode, dtype, platforms)
     config, state, _ = assembly.restore_for_inference(workdir, checkpoint)
     setup = assembly.inference_setup(config)
-    exported = export_generator(state, setup, config.dataset.input_channels, mode, dtype, platforms)
+    # Label maps: the artifact takes the encoded input (`steps.encode_input`: one-hot + edges).
+    channels = input_pipeline.model_input_channels(config)
+    exported = export_generator(state, setup, channels, mode, dtype, platforms)
     folder = os.path.dirname(os.path.abspath(output))
     os.makedirs(folder, exist_ok=True)
     # Written to a temporary name and renamed: a reader never sees half an artifact.

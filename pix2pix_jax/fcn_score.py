@@ -31,6 +31,7 @@ from jax.experimental import multihost_utils
 from PIL import Image
 
 from pix2pix_jax import evaluation
+from pix2pix_jax.datasets.folder import LABEL_SUFFIX
 from pix2pix_jax.errors import ConfigError, DataError, MissingFileError
 
 # cityscapes.py: the scripts' mean, in BGR order.
@@ -149,7 +150,7 @@ def list_frames(cityscapes_dir: str, split: str = "val") -> list[str]:
     root = os.path.join(cityscapes_dir, "gtFine", split)
     if not os.path.isdir(root):
         raise MissingFileError(f"cityscapes_dir {cityscapes_dir!r}: no folder gtFine/{split}/")
-    suffix = "_gtFine_labelIds.png"
+    suffix = LABEL_SUFFIX  # the folder dataset's Cityscapes layout reads the same files
     frames = sorted(
         name[: -len(suffix)]
         for city in os.listdir(root)
@@ -165,7 +166,7 @@ def list_frames(cityscapes_dir: str, split: str = "val") -> list[str]:
 def label_path(cityscapes_dir: str, split: str, frame: str) -> str:
     """Where the label ids of `frame` are: gtFine/<split>/<city>/<frame>_gtFine_labelIds.png."""
     city = frame.split("_")[0]
-    return os.path.join(cityscapes_dir, "gtFine", split, city, f"{frame}_gtFine_labelIds.png")
+    return os.path.join(cityscapes_dir, "gtFine", split, city, frame + LABEL_SUFFIX)
 
 
 def load_label(path: str, size: tuple[int, int] | None = None) -> np.ndarray:

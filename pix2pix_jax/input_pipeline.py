@@ -35,7 +35,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from pix2pix_jax import datasets, parallel
+from pix2pix_jax import datasets, labels, parallel
 from pix2pix_jax.datasets import images, preprocess
 from pix2pix_jax.errors import ConfigError, DataError
 
@@ -75,7 +75,9 @@ def load_shape(config: Any) -> tuple[int, int] | None:
 
     Not None for the paper's jitter (`dataset.preprocess='resize_and_crop'`) when the load
     size exceeds the image size and no side has 4 channels (Pillow resizes RGBA premultiplied
-    by alpha; those keep the host jitter). Then training batches carry `crop` and `flip` for
+    by alpha; those keep the host jitter) and the input is an image: label maps
+    (`dataset.label_nc` > 0) are jittered on the host, with NEAREST resampling, since the
+    device's bicubic would blend ids. Then training batches carry `crop` and `flip` for
     `augment.jitter`.
     """
     ds = config.dataset
@@ -86,9 +88,26 @@ def load_shape(config: Any) -> tuple[int, int] | None:
         ds.preprocess != "resize_and_crop"
         or (load_h, load_w) == (height, width)
         or 4 in (ds.input_channels, ds.output_channels)
+        or ds.get("label_nc", 0)
     ):
         return None
     return load_h, load_w
+
+
+def data_input_channels(config: Any) -> int:
+    """Channels of the uint8 `input` of batches: the image's, or a label map's ids (+ edges)."""
+    ds = config.dataset
+    if ds.get("label_nc", 0):
+        return labels.input_channels(ds.instance_maps)
+    return ds.input_channels
+
+
+def model_input_channels(config: Any) -> int:
+    """Channels of the generator's input: the image's, or label_nc one-hot (+ edges)."""
+    ds = config.dataset
+    if ds.get("label_nc", 0):
+        return labels.model_channels(ds.label_nc, ds.instance_maps)
+    return ds.input_channels
 
 
 def direction(dataset_config: Any) -> str:
@@ -162,6 +181,8 @@ class Recipe:
     flip: bool
     load_shape: tuple[int, int] | None = None  # (height, width): the device jitters to it
     max_pixels: int = images.MAX_PIXELS  # dataset.max_image_pixels: the decoding bound
+    label_nc: int = 0  # > 0: the input is a label map of this many classes (see `labels`)
+    instance_maps: bool = False  # label maps: add the instance-boundary channel
 
     @classmethod
     def from_config(cls, config: Any) -> "Recipe":
@@ -170,7 +191,7 @@ class Recipe:
         return cls(
             direction(ds), ds.input_channels, ds.output_channels, ds.preprocess,
             image_shape(config), float(ds.load_size_ratio), bool(ds.flip), load_shape(config),
-            ds.max_image_pixels,
+            ds.max_image_pixels, ds.get("label_nc", 0), bool(ds.get("instance_maps", False)),
         )  # fmt: skip
 
 
@@ -200,6 +221,8 @@ def make_example(
     True where the source had another size and was jittered here (see the module docstring).
     """
     r = recipe
+    if r.label_nc:
+        return label_example(record, r, rng)
     pictures = pair(record, r)
     preprocess.check_sizes(pictures)
     on_device = rng is not None and r.load_shape is not None
@@ -221,6 +244,59 @@ def make_example(
         "target": _to_array(y, r.output_channels),
         **jitter,
     }
+
+
+def label_pictures(record: dict, recipe: Recipe) -> list[Image.Image]:
+    """[class ids (L), target image, instance ids (I, with instance maps)] of a record.
+
+    The ids are checked against `label_nc` here, naming the file.
+    """
+    if "image" in record:
+        raise DataError(
+            f"{_file_name(record, 'image')}: dataset.label_nc needs label maps in files of "
+            "their own (folder layout A/, B/ [, inst/], or the Cityscapes layout), not A|B images"
+        )
+    source, target = (
+        ("image_a", "image_b") if recipe.direction == "AtoB" else ("image_b", "image_a")
+    )
+    name = _file_name(record, source)
+    ids = images.decode_ids(bytes(record[source]), name, recipe.max_pixels)
+    labels.check_ids(ids, recipe.label_nc, name)
+    mode = CHANNEL_MODES[recipe.output_channels]
+    photo = _decoded(record, target, recipe.max_pixels)
+    pictures = [Image.fromarray(ids.astype(np.uint8)), photo.convert(mode)]  # mode L
+    if recipe.instance_maps:
+        if "instance" not in record:
+            raise DataError(
+                f"{name}: dataset.instance_maps=True but the dataset has no instance maps "
+                "(folder: DIR/inst/<split>/ beside A/ and B/; Cityscapes: *_instanceIds.png)"
+            )
+        inst = images.decode_ids(
+            bytes(record["instance"]), _file_name(record, "instance"), recipe.max_pixels
+        )
+        pictures.append(Image.fromarray(inst))  # int32: mode I, the ids kept whole
+    return pictures
+
+
+def label_example(
+    record: dict, recipe: Recipe, rng: np.random.Generator | None
+) -> dict[str, np.ndarray]:
+    """`make_example` for a label map: `input` uint8 [H, W, 1 (+ 1)] of ids (and edges).
+
+    The ids (and instance ids) are resampled with NEAREST, the photo with the mode's bicubic,
+    with one crop and flip for all; the boundaries are computed after that, as pix2pixHD does.
+    """
+    r = recipe
+    pictures = label_pictures(record, r)
+    preprocess.check_sizes(pictures)
+    resamples = [Image.NEAREST, Image.BICUBIC, Image.NEAREST][: len(pictures)]
+    pictures = preprocess.transform(
+        pictures, r.preprocess, r.shape, r.load_size_ratio, r.flip, rng, resamples
+    )
+    channels = [np.asarray(pictures[0], np.uint8)]
+    if r.instance_maps:
+        channels.append(labels.instance_edges(np.asarray(pictures[2])))
+    return {"input": np.stack(channels, -1), "target": _to_array(pictures[1], r.output_channels)}
 
 
 def train_dataset(config: Any, source=None) -> grain.IterDataset:
@@ -287,7 +363,7 @@ def eval_batches(config: Any, source=None) -> Iterator[Batch]:
     num_batches = -(-per_process // local_batch)
     batches = iter(ds.batch(local_batch))
     empty = {
-        "input": np.zeros((0, height, width, ds_config.input_channels), np.uint8),
+        "input": np.zeros((0, height, width, data_input_channels(config)), np.uint8),
         "target": np.zeros((0, height, width, ds_config.output_channels), np.uint8),
         "id": np.zeros((0,), np.int32),
         "mask": np.zeros((0,), bool),

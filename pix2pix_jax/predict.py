@@ -38,7 +38,7 @@ import tqdm
 from absl import flags
 from PIL import Image
 
-from pix2pix_jax import assembly, cli, evaluate, input_pipeline, steps, writers
+from pix2pix_jax import assembly, cli, evaluate, input_pipeline, labels, steps, writers
 from pix2pix_jax.datasets import images
 from pix2pix_jax.errors import ConfigError, DataError, MissingFileError
 
@@ -71,6 +71,41 @@ def read_image(path: str, channels: int) -> np.ndarray:
     picture = images.decode(data, path)
     converted = picture.convert(input_pipeline.CHANNEL_MODES[channels])
     return np.asarray(converted).reshape(converted.height, converted.width, channels)
+
+
+def read_label_map(path: str, label_nc: int, instances: str | None) -> np.ndarray:
+    """The label map at `path` as the pipeline ships it: uint8 [H, W, 1 (+ 1)] (`labels`).
+
+    With `instances` (a folder), the instance map of the same file name there adds the
+    boundary channel.
+    """
+    try:
+        with open(path, "rb") as f:
+            ids = images.decode_ids(f.read(), path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the label map ({e})") from e
+    labels.check_ids(ids, label_nc, path)
+    channels = [ids.astype(np.uint8)]
+    if instances is not None:
+        inst_path = os.path.join(instances, os.path.basename(path))
+        if not os.path.isfile(inst_path):
+            raise MissingFileError(f"{path}: no instance map {inst_path} (--instances)")
+        with open(inst_path, "rb") as f:
+            inst = images.decode_ids(f.read(), inst_path)
+        if inst.shape != ids.shape:
+            raise DataError(f"{inst_path} is {inst.shape}, its label map {path} {ids.shape}")
+        channels.append(labels.instance_edges(inst))
+    return np.stack(channels, -1)
+
+
+def read_input(path: str, config, instances: str | None = None) -> np.ndarray:
+    """The model input at `path`: an image (`read_image`) or a label map (`read_label_map`)."""
+    ds = config.dataset
+    if not ds.label_nc:
+        return read_image(path, ds.input_channels)
+    if ds.instance_maps and instances is None:
+        raise ConfigError("the model takes instance maps (dataset.instance_maps): pass --instances")
+    return read_label_map(path, ds.label_nc, instances if ds.instance_maps else None)
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -128,7 +163,7 @@ def make_translate(state, setup: steps.Setup, mode: str) -> Callable:
     """A jitted (uint8 images [B, S, S, C], keys [B]) -> float images in [-1, 1], image by image."""
     return jax.jit(
         lambda images, keys: steps.generate_each(
-            state, steps.to_model_range(images), setup, mode, keys
+            state, steps.encode_input(images, setup), setup, mode, keys
         )
     )
 
@@ -179,7 +214,9 @@ def make_native_translate(state, setup: steps.Setup, mode: str) -> Callable:
     One compilation per input shape.
     """
     return jax.jit(
-        lambda images, keys: native_generate(state, steps.to_model_range(images), setup, mode, keys)
+        lambda images, keys: native_generate(
+            state, steps.encode_input(images, setup), setup, mode, keys
+        )
     )
 
 
@@ -264,6 +301,7 @@ def predict(
     tile: int = 0,
     tile_overlap: int | None = None,
     seed_index: int | None = None,
+    instances: str | None = None,
 ) -> list[str]:
     """Translate the image(s) at `input_path` into folder `output`; returns the written paths.
 
@@ -271,6 +309,8 @@ def predict(
     translated at their own size, in `tile` x `tile` tiles overlapping by
     `tile_overlap` (default tile / 4) if `tile` > 0, or at the trained size if `resize`.
     For a run of num_seeds replicas, `seed_index` picks one (default 0, seed + 0).
+    A model trained on label maps takes label maps (ids), and with instance maps the
+    folder `instances` holding one of the same name for each.
     """
     if num_samples < 1 or batch_size < 1:
         raise ConfigError(
@@ -286,6 +326,8 @@ def predict(
     if mode == "deterministic" and num_samples > 1:
         raise ConfigError("num_samples > 1 needs mode=paper: deterministic mode has no noise")
     seed = config.seed if seed is None else seed
+    if resize and config.dataset.label_nc:
+        raise ConfigError("--resize is for images; label maps are translated at their own size")
     make = make_translate if resize else make_native_translate
     translate = make(state, assembly.inference_setup(config), mode)
     trained = input_pipeline.image_shape(config) if resize else None
@@ -297,7 +339,7 @@ def predict(
             paths = inputs[start : start + batch_size]
             outputs = names[start : start + len(paths)]
             written += _translate_batch(
-                translate, config, paths, outputs, seed, batch_size, trained, tiling
+                translate, config, paths, outputs, seed, batch_size, trained, tiling, instances
             )
             bar.update(len(paths))
     return written
@@ -316,13 +358,13 @@ def check_tiling(tile: int, overlap: int | None, resize: bool) -> tuple[int, int
 
 
 def _translate_batch(
-    translate, config, paths, outputs, seed, batch_size, trained, tiling
+    translate, config, paths, outputs, seed, batch_size, trained, tiling, instances=None
 ) -> list[str]:
     """Translate the images at `paths`; write each to its `outputs` (one file per sample).
 
     `trained`: the trained (height, width) to resize to, None for the native size.
     """
-    originals = [read_image(p, config.dataset.input_channels) for p in paths]
+    originals = [read_input(p, config, instances) for p in paths]
     ids = [input_pipeline.image_id(p) for p in paths]
     written = []
     for sample in range(len(outputs[0])):
@@ -377,6 +419,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("tile_overlap", None, "Pixels shared by neighbouring tiles (tile/4).")
     flags.DEFINE_boolean("resize", False, "Resize to the trained size and back (the old way).")
     flags.DEFINE_integer("seed_index", None, "num_seeds runs: the replica (0..K-1); default 0.")
+    flags.DEFINE_string("instances", None, "Label maps: the folder of their instance maps.")
     flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
@@ -387,6 +430,7 @@ def predict_from_flags() -> None:
     written = predict(
         f.workdir, f.input, f.output, f.checkpoint, f.mode, f.num_samples, f.batch_size, f.seed,
         resize=f.resize, tile=f.tile, tile_overlap=f.tile_overlap, seed_index=f.seed_index,
+        instances=f.instances,
     )  # fmt: skip
     print(f"Wrote {len(written)} image(s) to {f.output}")
 

@@ -95,13 +95,16 @@ SCHEDULES.register("step")(lambda opt: lambda e, k=opt.lr_decay_iters: step_fact
 SCHEDULES.register("cosine")(lambda opt: lambda e, t=opt.n_epochs: cosine_factor(e, t))
 
 
-def make_schedule(opt: Any, steps_in_epoch: int | None = None) -> optax.Schedule:
+def make_schedule(
+    opt: Any, steps_in_epoch: int | None = None, base: float | None = None
+) -> optax.Schedule:
     """The schedule that `config.optimizer` describes, as a jittable function of the count.
 
-    `steps_in_epoch` is required when the schedule counts epochs (see `needs_epochs`).
+    `steps_in_epoch` is required when the schedule counts epochs (see `needs_epochs`);
+    `base` is the rate it scales (default `opt.learning_rate`; D's under TTUR).
     """
     check(opt)
-    base = opt.learning_rate
+    base = opt.learning_rate if base is None else base
     factor = SCHEDULES.get(opt.schedule)(opt)
     if factor is None:
         return optax.constant_schedule(base)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from pix2pix_jax import augment, losses, metrics, schedules
+from pix2pix_jax import augment, labels, losses, metrics, schedules
 from pix2pix_jax.errors import ConfigError
 from pix2pix_jax.parallel import BATCH_AXIS
 
@@ -47,7 +47,9 @@ class Setup:
     `loss` holds the GAN objective, G's weighted loss terms, whether D is
     conditional and the gradient penalty's weight (see `losses.LossSettings`);
     `load_shape` is the size the paper's jitter resizes to on the device, when
-    the input pipeline leaves it to the step (see `augment`).
+    the input pipeline leaves it to the step (see `augment`); `label_nc` > 0 says the
+    input is a label map (class ids, with `instance_maps` boundaries) that `encode_input`
+    one-hot encodes.
     """
 
     generator: nn.Module
@@ -57,6 +59,8 @@ class Setup:
     seed: int
     loss: losses.LossSettings = losses.LossSettings()
     load_shape: tuple[int, int] | None = None
+    label_nc: int = 0
+    instance_maps: bool = False
 
     @property
     def use_gan(self) -> bool:
@@ -109,6 +113,18 @@ def to_model_range(images: jax.Array) -> jax.Array:
     if images.dtype == jnp.uint8:
         return images.astype(jnp.float32) / 127.5 - 1.0
     return images
+
+
+def encode_input(x: jax.Array, setup: Setup) -> jax.Array:
+    """The generator's input from a batch's `input`, on the device.
+
+    Images go to [-1, 1] (`to_model_range`); label maps to one-hot classes plus the
+    instance-boundary channel (`labels.encode`). Every path that feeds the generator
+    (train, eval, predict, export) goes through here.
+    """
+    if setup.label_nc:
+        return labels.encode(x, setup.label_nc, setup.instance_maps)
+    return to_model_range(x)
 
 
 def d_input(setup: Setup, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -205,7 +221,7 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainStat
     """
     if augment.JITTER_KEYS[0] in batch:
         batch = augment.jitter(batch, setup.load_shape)
-    x, y = to_model_range(batch["input"]), to_model_range(batch["target"])
+    x, y = encode_input(batch["input"], setup), to_model_range(batch["target"])
     fake, g_vjp, g_batch_stats = _generator_forward(state, setup, x)
     d_metrics = {"d_loss": jnp.zeros((), jnp.float32)}
     if setup.use_gan:  # otherwise ("L1 only") D keeps its params, statistics and moments
@@ -275,33 +291,49 @@ def eval_step(state: TrainState, batch: Batch, setup: Setup, mode: str) -> tuple
 
     The batch holds `input`, `target` (uint8) and `id` (each image's id, for its keys).
     """
-    x = to_model_range(batch["input"])
+    x = encode_input(batch["input"], setup)
     fake = generate_each(state, x, setup, mode, image_keys(setup.seed, 0, batch["id"]))
     return fake, metrics.image_metrics(fake, to_model_range(batch["target"]))
 
 
-def learning_rate_schedule(config: Any, num_train_examples: int | None = None) -> optax.Schedule:
-    """The learning rate as a function of optax's update count (step - 1).
+def learning_rate_schedule(
+    config: Any, num_train_examples: int | None = None, network: str = "g"
+) -> optax.Schedule:
+    """The learning rate of `network` ("g" or "d") as a function of optax's update count.
 
-    Epoch-based schedules need the size of the train split (`num_train_examples`).
+    The count is step - 1. D's rate is `optimizer.d_learning_rate` when set (TTUR), else
+    G's; one schedule scales both. Epoch-based schedules need the size of the train split
+    (`num_train_examples`).
     """
     opt = config.optimizer
     per_epoch = None
     if schedules.needs_epochs(opt) and num_train_examples is not None:
         per_epoch = schedules.steps_per_epoch(num_train_examples, config.batch_size)
-    return schedules.make_schedule(opt, per_epoch)
+    return schedules.make_schedule(opt, per_epoch, adam_settings(opt, network)[0])
+
+
+def adam_settings(opt: Any, network: str) -> tuple[float, float, float]:
+    """(base learning rate, b1, b2) of `network`'s Adam: "g", or "d" (its own where set)."""
+    if network not in ("g", "d"):
+        raise ValueError(f"network must be 'g' or 'd', got {network!r}")
+    g = (opt.learning_rate, opt.b1, opt.b2)
+    if network == "g":
+        return g
+    # Sentinels (0 rate, negative betas) mean "G's value"; older configs lack the fields.
+    d = (opt.get("d_learning_rate", 0.0), opt.get("d_b1", -1.0), opt.get("d_b2", -1.0))
+    return (d[0] if d[0] > 0 else g[0], d[1] if d[1] >= 0 else g[1], d[2] if d[2] >= 0 else g[2])
 
 
 def make_optimizer(
-    config: Any, num_train_examples: int | None = None
+    config: Any, num_train_examples: int | None = None, network: str = "g"
 ) -> optax.GradientTransformation:
-    """Adam with the paper's settings (lr 2e-4, beta1 0.5, beta2 0.999 by default).
+    """Adam of `network` ("g" or "d"): the paper's lr 2e-4, beta1 0.5, beta2 0.999 by default.
 
-    The rate follows `learning_rate_schedule`, evaluated at optax's own update
-    count, which is part of the (checkpointed) optimizer state.
+    D's rate and betas are G's unless `optimizer.d_learning_rate`, `d_b1`, `d_b2` set
+    them (see `adam_settings`). The rate follows `learning_rate_schedule`, evaluated at
+    optax's own update count, which is part of the (checkpointed) optimizer state.
     """
+    _, b1, b2 = adam_settings(config.optimizer, network)
     return optax.adam(
-        learning_rate=learning_rate_schedule(config, num_train_examples),
-        b1=config.optimizer.b1,
-        b2=config.optimizer.b2,
+        learning_rate=learning_rate_schedule(config, num_train_examples, network), b1=b1, b2=b2
     )

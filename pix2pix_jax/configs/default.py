@@ -34,6 +34,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.direction = ""
     config.dataset.input_channels = 3  # Model input: 1 (grayscale), 3 (RGB) or 4 (RGBA).
     config.dataset.output_channels = 3  # Model output: 1, 3 or 4; images are converted.
+    # Label maps (pix2pixHD): > 0 when the input is a single-channel map of class ids
+    # 0 .. label_nc - 1, one-hot encoded on the device (Cityscapes labelIds: 35); 0: an image.
+    config.dataset.label_nc = 0
+    # With label_nc: add pix2pixHD's instance-boundary channel from instance-id maps
+    # (folder: DIR/inst/<split>/, Cityscapes: *_gtFine_instanceIds.png).
+    config.dataset.instance_maps = False
     config.dataset.path = ""  # folder: the image folder; pix2pix/NAME: an archive you have.
     config.dataset.skip_bad_files = False  # Skip (and list) bad image files instead of stopping.
     # Largest image (width x height) decoded, and the most pixels all decoding threads of a
@@ -73,9 +79,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.lambda_gp = 10.0  # wgangp: weight of the gradient penalty (0 disables it).
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.learning_rate = 2e-4  # Adam step size, for G and D alike.
-    config.optimizer.b1 = 0.5  # Adam beta1.
+    config.optimizer.learning_rate = 2e-4  # Adam step size of G (and of D, by default).
+    config.optimizer.b1 = 0.5  # Adam beta1 (G's, and D's by default).
     config.optimizer.b2 = 0.999  # Adam beta2.
+    # Two time-scale update rule (TTUR; Heusel et al. 2017, as SPADE uses it): D's own Adam
+    # rate and betas. 0.0 / -1.0 take G's (learning_rate, b1, b2); the schedule scales both.
+    config.optimizer.d_learning_rate = 0.0
+    config.optimizer.d_b1 = -1.0
+    config.optimizer.d_b2 = -1.0
     config.optimizer.schedule = "constant"  # constant | linear | step | cosine (lr_policy).
     config.optimizer.schedule_unit = "epochs"  # epochs (staircase per epoch) | steps.
     config.optimizer.n_epochs = 100  # linear: units at the full rate; cosine: T_max.

@@ -1,12 +1,20 @@
 """Your own paired images as a tfds dataset: `dataset.name='folder'`, `dataset.path=DIR`.
 
-Two layouts are recognised:
+Three layouts are recognised:
 
 * side by side: DIR/train, DIR/val, DIR/test hold A|B images (A left, B right), as the
   official pix2pix archives;
 * separate: DIR/A/{train,val,test} and DIR/B/{train,val,test} hold A and B images matched by
   their path relative to the split folder (the layout the reference implementation's
-  `combine_A_and_B.py` reads).
+  `combine_A_and_B.py` reads). An optional DIR/inst/{train,val,test} holds an instance-id map
+  (single-channel, 8- or 16-bit) for each A file, of the same relative path: with
+  `dataset.label_nc` (A: class-id maps) and `dataset.instance_maps` they give pix2pixHD's
+  instance-boundary channel;
+* Cityscapes: DIR is the official Cityscapes root, holding
+  leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png (B: photos) and
+  gtFine/<split>/<city>/<frame>_gtFine_labelIds.png (A: class ids 0-33) and
+  `_gtFine_instanceIds.png` (instance ids, 16-bit: class * 1000 + instance for the instance
+  classes, the class id for the others).
 
 Splits are the split folders present; subfolders are searched too. Files are JPEG, PNG, TIFF or
 BMP (by suffix; other files are ignored), 8- or 16-bit, grayscale, RGB or RGBA, of any size.
@@ -37,7 +45,11 @@ from pix2pix_jax.datasets import images
 from pix2pix_jax.errors import ConfigError, DataError, MissingFileError
 
 SPLITS = ("train", "val", "test")
-SIDE_BY_SIDE, SEPARATE = "side_by_side", "separate"
+SIDE_BY_SIDE, SEPARATE, CITYSCAPES = "side_by_side", "separate", "cityscapes"
+INSTANCES = "inst"  # the separate layout's folder of instance maps, beside A/ and B/
+# The Cityscapes file names (fcn_score.py reads the same labelIds files).
+PHOTO_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX, INSTANCE_SUFFIX = "_gtFine_labelIds.png", "_gtFine_instanceIds.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +63,31 @@ class Layout:
     # skip_bad_files only: why each left-out file was left out (bad files, lonely partners)
     skipped: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
+    instances: bool = False  # separate layout: DIR/inst/ holds instance maps
+
     def split_dirs(self, split: str) -> tuple[str, ...]:
-        """The folder(s) holding `split`: one for side-by-side, A and B for separate."""
+        """The folder(s) holding `split`: one for side-by-side, A and B (and inst) for separate."""
         if self.kind == SIDE_BY_SIDE:
             return (os.path.join(self.root, split),)
-        return tuple(os.path.join(self.root, side, split) for side in "AB")
+        sides = ("A", "B", INSTANCES) if self.instances else ("A", "B")
+        return tuple(os.path.join(self.root, side, split) for side in sides)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The record keys of the encoded files of one example."""
+        if self.kind == SIDE_BY_SIDE:
+            return ("image",)
+        has_instances = self.instances or self.kind == CITYSCAPES
+        return ("image_a", "image_b") + (("instance",) if has_instances else ())
+
+    def paths(self, split: str, rel: str) -> tuple[str, ...]:
+        """The files of the example `rel` of `split`, in the order of `keys`."""
+        if self.kind != CITYSCAPES:
+            return tuple(os.path.join(d, rel) for d in self.split_dirs(split))
+        frame = rel[: -len(PHOTO_SUFFIX)]  # <city>/<city>_<seq>_<frame>
+        gt = os.path.join(self.root, "gtFine", split, frame)
+        photo = os.path.join(self.root, "leftImg8bit", split, rel)
+        return gt + LABEL_SUFFIX, photo, gt + INSTANCE_SUFFIX
 
 
 def shown(path: str) -> str:
@@ -135,6 +167,8 @@ def discover(root: str, skip_bad_files: bool = False, max_pixels: int = images.M
     if not os.path.isdir(root):
         raise MissingFileError(f"dataset.path={root!r}: no such directory")
     has = {d: os.path.isdir(os.path.join(root, d)) for d in ("A", "B") + SPLITS}
+    if all(os.path.isdir(os.path.join(root, d)) for d in ("leftImg8bit", "gtFine")):
+        return _discover_cityscapes(root, skip_bad_files, images.max_file_bytes(max_pixels))
     if has["A"] or has["B"]:
         if not (has["A"] and has["B"]):
             there, missing = ("A", "B") if has["A"] else ("B", "A")
@@ -154,6 +188,7 @@ def discover(root: str, skip_bad_files: bool = False, max_pixels: int = images.M
 
 
 def _discover_separate(root: str, skip_bad_files: bool, max_bytes: int) -> Layout:
+    instances = os.path.isdir(os.path.join(root, INSTANCES))
     split_dirs = {s: [os.path.isdir(os.path.join(root, side, s)) for side in "AB"] for s in SPLITS}
     splits = [s for s, (a, b) in split_dirs.items() if a or b]
     if not splits:
@@ -181,9 +216,65 @@ def _discover_separate(root: str, skip_bad_files: bool, max_bytes: int) -> Layou
                 raise MissingFileError(message)
             skipped.append(message)
         files[split] = tuple(sorted(set(a) & set(b)))
+        if instances:
+            files[split] = _with_partners(
+                root, split, files[split], INSTANCES, skip_bad_files, max_bytes, skipped
+            )
         if not files[split]:
             raise DataError(f"{root}: no A/B pairs in split {split!r}")
-    return Layout(root, SEPARATE, files, tuple(skipped))
+    return Layout(root, SEPARATE, files, tuple(skipped), instances)
+
+
+def _with_partners(
+    root: str, split: str, rels: tuple[str, ...], side: str, skip: bool, max_bytes: int,
+    skipped: list[str],
+) -> tuple[str, ...]:  # fmt: skip
+    """The examples `rels` whose file root/side/split/rel is readable.
+
+    The others raise, or with `skip` are left out and listed in `skipped`.
+    """
+    kept = []
+    for rel in rels:
+        path = os.path.join(root, side, split, rel)
+        problem = file_problem(path, max_bytes) if os.path.lexists(path) else (
+            f"{path}: missing, the instance map of {os.path.join(root, 'A', split, rel)}"
+        )  # fmt: skip
+        if problem and not skip:
+            raise MissingFileError(problem)
+        if problem:
+            skipped.append(problem)
+        else:
+            kept.append(rel)
+    return tuple(kept)
+
+
+def _discover_cityscapes(root: str, skip_bad_files: bool, max_bytes: int) -> Layout:
+    """The official Cityscapes tree: photos of leftImg8bit/, their gtFine label and instance ids."""
+    splits = [s for s in SPLITS if os.path.isdir(os.path.join(root, "leftImg8bit", s))]
+    if not splits:
+        raise MissingFileError(f"{root}/leftImg8bit holds no split folders {SPLITS}")
+    files, skipped = {}, []
+    layout = Layout(root, CITYSCAPES, {})
+    for split in splits:
+        photos = _checked_files(
+            os.path.join(root, "leftImg8bit", split), skip_bad_files, max_bytes, skipped
+        )
+        kept = []
+        for rel in (f for f in photos if f.endswith(PHOTO_SUFFIX)):
+            problems = [
+                file_problem(p, max_bytes) if os.path.lexists(p) else f"{p}: missing, the "
+                f"ground truth of {layout.paths(split, rel)[1]}"
+                for p in layout.paths(split, rel)
+            ]  # fmt: skip
+            problem = next((p for p in problems if p), None)
+            if problem and not skip_bad_files:
+                raise MissingFileError(problem)
+            skipped += [problem] if problem else []
+            kept += [] if problem else [rel]
+        if not kept:
+            raise DataError(f"{root}: no frames with gtFine labels in split {split!r}")
+        files[split] = tuple(kept)
+    return Layout(root, CITYSCAPES, files, tuple(skipped))
 
 
 def fingerprint(layout: Layout, skip_bad_files: bool, max_pixels: int = images.MAX_PIXELS) -> str:
@@ -192,9 +283,9 @@ def fingerprint(layout: Layout, skip_bad_files: bool, max_pixels: int = images.M
     options = f"{skip_bad_files}|{max_pixels}" if skip_bad_files else f"{skip_bad_files}"
     digest = hashlib.sha256(f"{layout.root}|{layout.kind}|{options}".encode())
     for split, files in layout.files.items():
-        for directory in layout.split_dirs(split):
+        for index in range(len(layout.keys)):  # file by file within each side, as before
             for f in files:
-                stat = os.stat(os.path.join(directory, f))
+                stat = os.stat(layout.paths(split, f)[index])
                 digest.update(f"{split}/{f}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:12]
 
@@ -241,10 +332,7 @@ class PairedFolder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         encoded = tfds.features.Tensor(shape=(), dtype=np.object_)
-        if self._layout.kind == SIDE_BY_SIDE:
-            features = {"image": encoded}  # the A|B file
-        else:
-            features = {"image_a": encoded, "image_b": encoded}
+        features = {key: encoded for key in self._layout.keys}  # "image": an A|B file
         return tfds.core.DatasetInfo(
             builder=self,
             description=self.builder_config.description,
@@ -258,19 +346,26 @@ class PairedFolder(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in self._layout.files}
 
     def _generate_examples(self, split: str) -> Iterator[tuple[str, dict]]:
-        dirs = self._layout.split_dirs(split)
+        layout = self._layout
+        dirs = layout.split_dirs(split) if layout.kind != CITYSCAPES else (layout.root,)
         skipped = []
         max_pixels = self.builder_config.max_pixels
-        for rel in self._layout.files[split]:
-            paths = [os.path.join(d, rel) for d in dirs]
+        for rel in layout.files[split]:
+            paths = layout.paths(split, rel)
             try:
                 data = [images.read_file(p, images.max_file_bytes(max_pixels)) for p in paths]
-                if self._layout.kind == SIDE_BY_SIDE:
+                if layout.kind == SIDE_BY_SIDE:
                     images.decode_ab(data[0], paths[0], max_pixels)
-                    record = {"image": data[0]}
                 else:
-                    images.decode_pair(*data, *paths, max_pixels)
-                    record = {"image_a": data[0], "image_b": data[1]}
+                    a, _ = images.decode_pair(*data[:2], *paths[:2], max_pixels)
+                    if len(data) > 2:  # the instance map: ids, of A's size
+                        inst = images.decode_ids(data[2], paths[2], max_pixels)
+                        if inst.shape != (a.height, a.width):
+                            raise images.BadImageError(
+                                f"{paths[2]} is {inst.shape[1]}x{inst.shape[0]} but "
+                                f"{paths[0]} is {a.width}x{a.height}; they must match"
+                            )
+                record = dict(zip(layout.keys, data, strict=True))
             except images.BadImageError as e:
                 if not self.builder_config.skip_bad_files:
                     raise

@@ -151,6 +151,33 @@ def decode(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
         _DECODING.release(pixels)
 
 
+ID_MODES = ("L", "P", "1") + _WIDE_GRAY  # single-channel modes whose values are ids
+
+
+def decode_ids(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The ids in the single-channel image `data` (a label or instance map) as int32 H x W.
+
+    Values are taken as they are stored, never scaled (a 16-bit instance map keeps its ids,
+    a palette image gives its indices). Raises BadImageError naming `name` for an image
+    with colour channels, or for the problems `decode` reports.
+    """
+    image = _open(data, name)
+    pixels = image.width * image.height
+    if pixels > max_pixels:
+        raise BadImageError(_too_many_pixels(name, image.size, max_pixels))
+    if image.mode not in ID_MODES:
+        raise BadImageError(
+            f"{name}: a label or instance map must be a single-channel image of ids (8- or "
+            f"16-bit gray, or palette indices), this one is {image.mode}"
+        )
+    _DECODING.acquire(pixels, max_pixels)
+    try:
+        _load(image, name)
+        return np.asarray(image).astype(np.int32)
+    finally:
+        _DECODING.release(pixels)
+
+
 def _too_many_pixels(name: str, size: tuple[int, int], max_pixels: int) -> str:
     return (
         f"{name}: image is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, more than "

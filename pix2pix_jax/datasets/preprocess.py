@@ -93,12 +93,14 @@ def transform(
     load_ratio: float,
     flip: bool,
     rng: np.random.Generator | None,
+    resamples: Sequence[int] | None = None,
 ) -> list[Image.Image]:
     """`pictures` (all of one size) brought to `shape` as `mode` says; see the module docstring.
 
     With `rng` (training) the crop is random and, when `flip`, half of the draws are mirrored;
     without (evaluation) the crop is centred and nothing is flipped. The draws are those of
-    `draw_jitter` for resize_and_crop.
+    `draw_jitter` for resize_and_crop. `resamples` gives each picture's Pillow filter
+    (default BICUBIC for all; NEAREST for maps of ids, which must not be blended).
     """
     check_sizes(pictures)
     size, (height, width) = pictures[0].size, shape
@@ -106,7 +108,8 @@ def transform(
     top, left = crop_offsets(load, shape, None if mode == "scale_width" else rng)
     mirror = draw_mirror(flip, rng)
     if load != size:
-        pictures = [p.resize(load, Image.BICUBIC) for p in pictures]
+        filters = resamples or [Image.BICUBIC] * len(pictures)
+        pictures = [p.resize(load, f) for p, f in zip(pictures, filters, strict=True)]
     if load != (width, height):
         pictures = [p.crop((left, top, left + width, top + height)) for p in pictures]
     if mirror:
