@@ -5,12 +5,15 @@ vgg16 layouts with random weights, heads saved in the released files' legacy
 format) runs in the child process of torch_worker, which writes the .pth files.
 """
 
+import json
+import os
+
 import jax
 import numpy as np
 import pytest
 import torch_worker
 
-from pix2pix_jax import lpips
+from pix2pix_jax import lpips, trainer
 from pix2pix_jax.errors import ConfigError, DataError
 
 torch_worker.requires_torch()
@@ -79,3 +82,49 @@ def test_files_that_do_not_fit_are_named(reference):
     with pytest.raises(ConfigError, match="--lpips_backbone"):
         lpips.make_consumer(str(out / "alex.pth"), None)
     assert lpips.make_consumer(None, None) is None
+
+
+def train_lines(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if "split" not in r]
+
+
+@pytest.fixture(scope="module")
+def perceptual_runs(reference, tmp_path_factory, data_dir):
+    """Both perceptual terms on (VGG19 and LPIPS-AlexNet): 2 steps, and 1 step resumed to 2.
+
+    Returns {'full': (workdir, final state), 'resumed': (workdir, final state)}.
+    """
+    from conftest import make_tiny_config
+
+    out, _ = reference
+    config = make_tiny_config(data_dir)
+    config.loss.update(
+        lambda_vgg=10.0, vgg_weights=str(out / "vgg19.pth"), lambda_lpips=1.0,
+        lpips_weights=str(out / "alex.pth"), lpips_backbone=str(out / "alexnet.pth"),
+    )  # fmt: skip
+    config.log_every_steps = config.checkpoint_every_steps = 1
+    runs = {}
+    for name, steps in (("full", (2,)), ("resumed", (1, 2))):
+        workdir = str(tmp_path_factory.mktemp(name))
+        for config.num_train_steps in steps:
+            final = trainer.train_and_evaluate(config, workdir)
+        runs[name] = workdir, final
+    return runs
+
+
+def test_training_with_both_perceptual_terms_logs_them(perceptual_runs):
+    workdir, final = perceptual_runs["full"]
+    lines = train_lines(workdir)
+    assert int(final.step) == 2 and [r["step"] for r in lines] == [1, 2]
+    for r in lines:  # each term is on, and G's loss is their weighted sum
+        assert r["g_vgg"] > 0 and r["g_lpips"] > 0, r
+        expected = r["g_gan"] + 100 * r["g_l1"] + 10 * r["g_vgg"] + r["g_lpips"]
+        assert r["g_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_resume_is_bitwise_exact_with_the_perceptual_terms_on(perceptual_runs):
+    (_, full), (workdir, resumed) = perceptual_runs["full"], perceptual_runs["resumed"]
+    assert int(resumed.step) == 2 and [r["step"] for r in train_lines(workdir)] == [1, 2]
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
