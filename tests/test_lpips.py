@@ -12,8 +12,9 @@ import jax
 import numpy as np
 import pytest
 import torch_worker
+from PIL import Image
 
-from pix2pix_jax import lpips, trainer
+from pix2pix_jax import evaluate, lpips, trainer
 from pix2pix_jax.errors import ConfigError, DataError
 
 torch_worker.requires_torch()
@@ -128,3 +129,22 @@ def test_resume_is_bitwise_exact_with_the_perceptual_terms_on(perceptual_runs):
     assert int(resumed.step) == 2 and [r["step"] for r in train_lines(workdir)] == [1, 2]
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_evaluate_reports_the_mean_lpips_of_the_saved_images(reference, perceptual_runs, tmp_path):
+    out, _ = reference
+    heads, backbone = str(out / "vgg.pth"), str(out / "vgg16.pth")
+    record, folder = evaluate.evaluate(
+        perceptual_runs["full"][0], "val", output=str(tmp_path / "eval"), progress=False,
+        lpips_weights=heads, lpips_backbone=backbone,
+    )  # fmt: skip
+    assert record["num_images"] == 8 and record["lpips"] > 0
+    outputs, targets = (
+        np.stack([
+            np.asarray(Image.open(os.path.join(folder, "images", f"{i:05d}_{kind}.png")))
+            for i in range(8)
+        ])
+        for kind in ("output", "target")
+    )  # fmt: skip
+    expected = lpips.make_distance_fn(lpips.load_lpips(heads, backbone))(outputs, targets)
+    assert record["lpips"] == pytest.approx(float(np.mean(expected)), rel=1e-5)
