@@ -90,12 +90,19 @@ def train_lines(workdir):
         return [r for r in map(json.loads, f) if "split" not in r]
 
 
-@pytest.fixture(scope="module")
-def perceptual_runs(reference, tmp_path_factory, data_dir):
-    """Both perceptual terms on (VGG19 and LPIPS-AlexNet): 2 steps, and 1 step resumed to 2.
+def train(config, workdir, *steps):
+    """Run `config` in `workdir` to each number of `steps` in turn; the final state."""
+    for config.num_train_steps in steps:
+        final = trainer.train_and_evaluate(config, workdir)
+    return final
 
-    Returns {'full': (workdir, final state), 'resumed': (workdir, final state)}.
-    """
+
+def test_training_with_both_perceptual_terms_resumes_exactly_and_evaluates(
+    reference, data_dir, tmp_path
+):
+    """VGG19 and LPIPS-AlexNet in G's loss: 2 steps, against 1 step resumed to 2; then the
+    evaluate command's LPIPS (VGG16) on the run. One test: the runs are built once per session
+    (xdist may spread a module's tests over workers)."""
     from conftest import make_tiny_config
 
     out, _ = reference
@@ -105,37 +112,23 @@ def perceptual_runs(reference, tmp_path_factory, data_dir):
         lpips_weights=str(out / "alex.pth"), lpips_backbone=str(out / "alexnet.pth"),
     )  # fmt: skip
     config.log_every_steps = config.checkpoint_every_steps = 1
-    runs = {}
-    for name, steps in (("full", (2,)), ("resumed", (1, 2))):
-        workdir = str(tmp_path_factory.mktemp(name))
-        for config.num_train_steps in steps:
-            final = trainer.train_and_evaluate(config, workdir)
-        runs[name] = workdir, final
-    return runs
+    workdir, resumed_workdir = str(tmp_path / "full"), str(tmp_path / "resumed")
+    full, resumed = train(config, workdir, 2), train(config, resumed_workdir, 1, 2)
 
-
-def test_training_with_both_perceptual_terms_logs_them(perceptual_runs):
-    workdir, final = perceptual_runs["full"]
     lines = train_lines(workdir)
-    assert int(final.step) == 2 and [r["step"] for r in lines] == [1, 2]
+    assert int(full.step) == 2 and [r["step"] for r in lines] == [1, 2]
     for r in lines:  # each term is on, and G's loss is their weighted sum
         assert r["g_vgg"] > 0 and r["g_lpips"] > 0, r
         expected = r["g_gan"] + 100 * r["g_l1"] + 10 * r["g_vgg"] + r["g_lpips"]
         assert r["g_loss"] == pytest.approx(expected, rel=1e-5)
 
-
-def test_resume_is_bitwise_exact_with_the_perceptual_terms_on(perceptual_runs):
-    (_, full), (workdir, resumed) = perceptual_runs["full"], perceptual_runs["resumed"]
-    assert int(resumed.step) == 2 and [r["step"] for r in train_lines(workdir)] == [1, 2]
+    assert int(resumed.step) == 2 and [r["step"] for r in train_lines(resumed_workdir)] == [1, 2]
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
 
-
-def test_evaluate_reports_the_mean_lpips_of_the_saved_images(reference, perceptual_runs, tmp_path):
-    out, _ = reference
     heads, backbone = str(out / "vgg.pth"), str(out / "vgg16.pth")
     record, folder = evaluate.evaluate(
-        perceptual_runs["full"][0], "val", output=str(tmp_path / "eval"), progress=False,
+        workdir, "val", output=str(tmp_path / "eval"), progress=False,
         lpips_weights=heads, lpips_backbone=backbone,
     )  # fmt: skip
     assert record["num_images"] == 8 and record["lpips"] > 0
