@@ -8,6 +8,7 @@ Nothing here reads a dataset: callers that train pass the train split's size
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -16,7 +17,7 @@ import numpy as np
 
 from pix2pix_jax import checkpointing, input_pipeline, losses, models, replicas, steps
 from pix2pix_jax import config as config_lib
-from pix2pix_jax.errors import ConfigError
+from pix2pix_jax.errors import ConfigError, DataError
 
 
 def make_setup(
@@ -44,6 +45,37 @@ def make_setup(
         label_nc=config.dataset.label_nc,
         instance_maps=config.dataset.instance_maps,
     )
+
+
+def frozen_params(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+    """The fixed networks of G's perceptual terms, for `steps.train_step(..., frozen=)`.
+
+    {'vgg': VGG19 parameters} with `loss.lambda_vgg` != 0 and {'lpips': LPIPS
+    parameters} with `loss.lambda_lpips` != 0, read from their weights files
+    (a DataError names the field, the file and the key); None, reading
+    nothing, when both weights are 0.
+    """
+    loss, frozen = config.loss, {}
+    if loss.get("lambda_vgg", 0.0):
+        from pix2pix_jax import vgg  # only this term needs it
+
+        frozen["vgg"] = _named("loss.vgg_weights", vgg.load_vgg19, loss.vgg_weights)
+    if loss.get("lambda_lpips", 0.0):
+        from pix2pix_jax import lpips  # only this term needs it
+
+        frozen["lpips"] = _named(
+            "loss.lpips_weights/lpips_backbone", lpips.load_lpips,
+            loss.lpips_weights, loss.lpips_backbone,
+        )  # fmt: skip
+    return frozen or None
+
+
+def _named(field: str, load: Callable[..., Any], *paths: str) -> Any:
+    """`load(*paths)`, its DataError prefixed with the config field that named the files."""
+    try:
+        return load(*paths)
+    except DataError as e:
+        raise type(e)(f"{field}: {e}") from None
 
 
 def inference_setup(config: ml_collections.ConfigDict) -> steps.Setup:

@@ -119,11 +119,33 @@ def _check_loss(loss: Any) -> None:
         # NaN passes on purpose: the loop's divergence check reports it by step.
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"loss.{name} must be a non-negative number, got {value!r}")
+    _check_perceptual(loss)
     if not any(weight != 0 for _, weight in losses.generator_terms(loss)):
         raise ConfigError(
             "nothing to train: loss.use_gan=False and loss.lambda_l1=0 leave the generator "
             "without a loss; set lambda_l1 > 0 (L1 only) or use_gan=True (GAN only)"
         )
+
+
+#: The perceptual terms' weights and the weights files each needs (checked to exist here;
+#: their contents are checked by `assembly.frozen_params`, before the workdir is written).
+PERCEPTUAL_FILES = {
+    "lambda_vgg": ("vgg_weights",),
+    "lambda_lpips": ("lpips_weights", "lpips_backbone"),
+}
+
+
+def _check_perceptual(loss: Any) -> None:
+    for weight, files in PERCEPTUAL_FILES.items():
+        value = loss.get(weight, 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"loss.{weight} must be a non-negative number, got {value!r}")
+        for field in files:
+            path = loss.get(field, "")
+            if value != 0 and not path:
+                raise ConfigError(f"loss.{weight}={value} needs loss.{field} (a weights file)")
+            if path and not os.path.isfile(path):
+                raise MissingFileError(f"loss.{field}={path!r}: no such file")
 
 
 #: Sizes that must be positive whatever the networks (0 or less builds empty layers).

@@ -3,6 +3,7 @@
     python -m pix2pix_jax.evaluate --workdir=DIR [--split=test] [--checkpoint=latest|best|STEP]
         [--mode=paper|deterministic] [--inception_weights=PATH] [--output=OUT]
         [--fcn_weights=PATH --cityscapes_dir=DIR [--real] [--fcn_segmentations]]
+        [--lpips_weights=HEADS --lpips_backbone=PATH]
 
 runs the generator of a checkpoint in DIR over every image of the split with
 the eval step of training (on the run's eval split and mode, the numbers of
@@ -10,7 +11,9 @@ its evaluations in metrics.jsonl), and writes to OUT (default
 DIR/eval/<split>_step<STEP>_<mode>/):
 
 - metrics.json: mean L1, PSNR and SSIM, and with --inception_weights FID and
-  KID (mean and std over subsets), with split, step, mode and num_images;
+  KID (mean and std over subsets), with --lpips_weights and --lpips_backbone
+  LPIPS (`pix2pix_jax.lpips`: the lpips package's v0.1 heads on torchvision's
+  AlexNet or VGG16, the mean over the images), with split, step, mode and num_images;
 - index.html: the metrics table, then one row per image (input | output |
   target, with the image's own L1/PSNR/SSIM), the PNGs in images/.
 
@@ -106,6 +109,8 @@ def evaluate(
     fcn_segmentations: bool = False,
     fcn_width: int | None = None,
     seed_index: int | None = None,
+    lpips_weights: str | None = None,
+    lpips_backbone: str | None = None,
 ) -> tuple[dict, str]:
     """Evaluate a checkpoint of `workdir` on `split`: (the metrics.json record, output folder).
 
@@ -114,12 +119,15 @@ def evaluate(
     With `fcn_weights` and `cityscapes_dir`, the FCN-scores of the generated
     photos (`real`: of the split's real photos) are added (see the module's docstring);
     `fcn_width` is the FCN-8s's first width (default: the released network's 64).
+    With `lpips_weights` (lpips' heads) and `lpips_backbone` (their torchvision
+    network's state_dict), the mean LPIPS of the outputs to the targets is added.
     """
     check_mode(mode)
     config, state, step = assembly.restore_for_inference(workdir, checkpoint, seed_index)
     mode = config.eval.mode if mode is None else mode
     # A bad weights file fails before the work.
     feature_fn = evaluation.inception_features(inception_weights) if inception_weights else None
+    lpips_consumer = _lpips_consumer(lpips_weights, lpips_backbone)
     with config.unlocked():
         config.eval.split = split
     source = input_pipeline.load_split(config.dataset, split)
@@ -133,6 +141,7 @@ def evaluate(
     page = PageWriter(out)
     consumers = [page] + ([evaluation.FeatureDistances(feature_fn)] if feature_fn else [])
     consumers += [fcn] if fcn else []
+    consumers += [lpips_consumer] if lpips_consumer else []
     results = evaluation.evaluate(
         p_eval, parallel.replicate(state), config, source, consumers, progress
     )
@@ -200,6 +209,15 @@ def _fcn_consumer(config, source, weights, cityscapes_dir, real, out, segmentati
     return fcn_score.consumer_for_split(weights, cityscapes_dir, source, real, save_dir, width)
 
 
+def _lpips_consumer(heads: str | None, backbone: str | None):
+    """The LPIPS consumer (None without the flags), its files read and checked before the work."""
+    if not heads and not backbone:
+        return None
+    from pix2pix_jax import lpips  # only LPIPS needs it
+
+    return lpips.make_consumer(heads, backbone)
+
+
 def define_flags() -> None:
     """The command line's flags."""
     flags.DEFINE_string("workdir", None, "Training workdir (config.json, checkpoints/).")
@@ -221,6 +239,12 @@ def define_flags() -> None:
     flags.DEFINE_integer(
         "seed_index", None, "num_seeds runs: the replica (0..K-1) to evaluate; default all."
     )
+    flags.DEFINE_string(
+        "lpips_weights", None, "lpips' heads, weights/v0.1/alex.pth or vgg.pth: adds LPIPS."
+    )
+    flags.DEFINE_string(
+        "lpips_backbone", None, "torchvision's alexnet or vgg16 state_dict for the LPIPS heads."
+    )
     flags.mark_flags_as_required(["workdir"])
 
 
@@ -232,6 +256,7 @@ def evaluate_from_flags() -> None:
         checkpoint=f.checkpoint, mode=f.mode, inception_weights=f.inception_weights,
         output=f.output, fcn_weights=f.fcn_weights, cityscapes_dir=f.cityscapes_dir,
         real=f.real, fcn_segmentations=f.fcn_segmentations,
+        lpips_weights=f.lpips_weights, lpips_backbone=f.lpips_backbone,
     )  # fmt: skip
     k = replicas.num_seeds(config_lib.load_workdir_config(f.workdir))
     if k > 1 and f.seed_index is None:

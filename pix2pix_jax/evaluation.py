@@ -10,6 +10,7 @@ some consumer wants them) and per-image metrics:
 - `FeatureDistances`: FID and KID from Inception features (see `fid`);
 - the `evaluate` command's page writer (PNGs and per-image rows);
 - `fcn_score.FCNScores`: the paper's FCN-scores on Cityscapes (`evaluate --fcn_weights`).
+- `lpips.LPIPSDistance`: the mean LPIPS of outputs to targets (`evaluate --lpips_weights`).
 
 Multi-process runs evaluate each process's shard of the split; means and
 feature sets are gathered across processes.

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pix2pix_jax.errors import ConfigError
 from pix2pix_jax.registry import Registry
 
 Loss = Callable[[jax.Array], jax.Array]  # logits -> mean loss (float32 scalar)
@@ -104,7 +105,9 @@ def l1_loss(prediction: jax.Array, target: jax.Array) -> jax.Array:
 class GeneratorInputs:
     """What a generator loss term may read: the batch, G's output and D's view of it.
 
-    `fake_logits` is None when no term that needs D is active.
+    `fake_logits` is None when no term that needs D is active. `frozen` holds
+    the parameters of the fixed networks that perceptual terms run (see
+    `assembly.frozen_params`): {'vgg': ..., 'lpips': ...}, or None.
     """
 
     input: jax.Array
@@ -112,6 +115,7 @@ class GeneratorInputs:
     target: jax.Array
     fake_logits: jax.Array | None = None
     gan_mode: str = "vanilla"
+    frozen: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +148,38 @@ GENERATOR_TERMS.register("l1")(
         weight=lambda loss: loss.lambda_l1,
         always_reported=True,
     )
+)
+
+
+def _frozen(inputs: GeneratorInputs, name: str, field: str) -> Any:
+    """The frozen network `name`'s parameters; a ConfigError if the step was not given them."""
+    if inputs.frozen is None or name not in inputs.frozen:
+        raise ConfigError(
+            f"loss.{field} > 0 needs the {name} parameters: pass "
+            "frozen=assembly.frozen_params(config) to steps.train_step"
+        )
+    return inputs.frozen[name]
+
+
+def _vgg_term(t: GeneratorInputs) -> jax.Array:
+    from pix2pix_jax import vgg  # only this term needs it
+
+    return vgg.vgg_loss(_frozen(t, "vgg", "lambda_vgg"), t.fake, t.target)
+
+
+def _lpips_term(t: GeneratorInputs) -> jax.Array:
+    from pix2pix_jax import lpips  # only this term needs it
+
+    return jnp.mean(lpips.distance(_frozen(t, "lpips", "lambda_lpips"), t.fake, t.target))
+
+
+# pix2pixHD's VGG19 feature loss (Wang et al. 2018; pix2pixHD's lambda_feat = 10) and
+# LPIPS (Zhang et al. 2018), on frozen networks; `.get`: configs saved before these fields.
+GENERATOR_TERMS.register("vgg")(
+    GeneratorTerm(value=_vgg_term, weight=lambda loss: loss.get("lambda_vgg", 0.0))
+)
+GENERATOR_TERMS.register("lpips")(
+    GeneratorTerm(value=_lpips_term, weight=lambda loss: loss.get("lambda_lpips", 0.0))
 )
 
 

@@ -43,7 +43,11 @@ def unreplicate(tree: Any) -> Any:
 
 
 def pmap_train_step(step: Callable, **static: Any) -> Callable:
-    """`step(state, batch, **static)` mapped over the local devices, donating the old state."""
+    """`step(state, batch, **static)` mapped over the local devices, donating the old state.
+
+    Keyword arguments of the call (e.g. train_step's `frozen`) are mapped over
+    their leading axis too: pass them `replicate`d.
+    """
     return jax.pmap(functools.partial(step, **static), axis_name=BATCH_AXIS, donate_argnums=(0,))
 
 

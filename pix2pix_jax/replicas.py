@@ -112,21 +112,30 @@ def unstack(tree: Any, k: int) -> Any:
 
 
 def _with_seed(step: Callable, setup: steps.Setup, **static: Any) -> Callable:
-    """`step(state, batch, setup, **static)` with the seed as its third, traced argument."""
+    """`step(state, batch, setup, **static)` with the seed as its third, traced argument.
 
-    def one(state, batch, seed):
-        return step(state, batch, dataclasses.replace(setup, seed=seed), **static)
+    A fourth argument, when not None, goes to the step as `frozen` (the fixed
+    networks of G's perceptual terms, shared by all replicas).
+    """
+
+    def one(state, batch, seed, frozen=None):
+        extra = {} if frozen is None else {"frozen": frozen}
+        return step(state, batch, dataclasses.replace(setup, seed=seed), **static, **extra)
 
     return one
 
 
 def _over_replicas(one: Callable, how: str) -> Callable:
-    """`one(state, batch, seed)` over a leading replica axis of all three, by `how`."""
+    """`one(state, batch, seed, frozen)` over a leading replica axis of all but `frozen`."""
     if how == "vmap":
-        return jax.vmap(one)
+        return jax.vmap(one, in_axes=(0, 0, 0, None))
     if how == "devices":
         one = _alone(one)
-    return lambda state, batch, seeds: lax.map(lambda a: one(*a), (state, batch, seeds))
+
+    def many(state, batch, seeds, frozen):
+        return lax.map(lambda a: one(*a, frozen), (state, batch, seeds))
+
+    return many
 
 
 def _alone(one: Callable) -> Callable:
@@ -164,7 +173,7 @@ class SinglePlacement:
         return state
 
     def train_step(self) -> Callable:
-        """The compiled single-run step."""
+        """The compiled single-run step: (state, batch, frozen=None) -> (state, metrics)."""
         return parallel.pmap_train_step(steps.train_step, setup=self.setup)
 
     def metrics(self, step_metrics: dict) -> list[dict[str, float]]:
@@ -227,15 +236,19 @@ class Placement:
         return jax.tree.map(lambda a: a[:, k], state)
 
     def train_step(self) -> Callable:
-        """The compiled step: (placed state, placed batch) -> (state, metrics [devices, K'])."""
+        """The compiled step: (state, batch, frozen=None) -> (state, metrics [devices, K'])."""
         one = _with_seed(steps.train_step, self.setup)
         many = _over_replicas(one, self.how)
         axis, seed_axis = parallel.BATCH_AXIS, None
         if self.how == "devices":
             axis, seed_axis = REPLICA_AXIS, 0
-        p_step = jax.pmap(many, axis_name=axis, in_axes=(0, 0, seed_axis), donate_argnums=(0,))
+        p_step = jax.pmap(many, axis_name=axis, in_axes=(0, 0, seed_axis, 0), donate_argnums=(0,))
         seed_values = self._seeds()
-        return lambda state, batch: p_step(state, batch, seed_values)
+
+        def step(state, batch, frozen=None):
+            return p_step(state, batch, seed_values, frozen)
+
+        return step
 
     def batch(self, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """The replicas' host batches ([devices, per device, ...] each) as the step takes them."""

@@ -199,25 +199,35 @@ def _generator_forward(state: TrainState, setup: Setup, x):
     return jax.vjp(forward, state.g_params, has_aux=True)
 
 
-def _generator_loss_fn(fake, state: TrainState, setup: Setup, x, y):
-    """G's weighted loss terms on `fake` against the freshly updated D; aux: (terms, D stats)."""
+def _generator_loss_fn(fake, state: TrainState, setup: Setup, x, y, frozen=None):
+    """G's weighted loss terms on `fake` against the freshly updated D; aux: (terms, D stats).
+
+    `frozen`: the fixed networks' parameters that perceptual terms read (or None).
+    """
     fake_logits, stats = None, state.d_batch_stats
     if setup.use_gan:
         fake_logits, stats = _discriminate(
             setup, state.d_params, state.d_batch_stats, d_input(setup, x, fake)
         )
-    inputs = losses.GeneratorInputs(x, fake, y, fake_logits, setup.loss.gan_mode)
+    inputs = losses.GeneratorInputs(x, fake, y, fake_logits, setup.loss.gan_mode, frozen)
     g_loss, terms = losses.generator_loss(setup.loss.g_terms, inputs)
     return g_loss, (terms, stats)
 
 
-def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState, batch: Batch, setup: Setup, frozen: dict[str, Any] | None = None
+) -> tuple[TrainState, dict]:
     """One pix2pix step on this device's shard of the batch: a D update, then a G update.
 
     As in the reference, D sees the fake and the real pair in separate calls
     (separate batch statistics), and G is updated against the freshly updated D.
     With `use_gan=False` ("L1 only") there is no D update and no D in G's loss;
     d_loss and g_gan are then reported as 0.
+
+    `frozen` holds the parameters of the fixed networks of G's perceptual terms
+    (`assembly.frozen_params`: VGG19, LPIPS), passed as an argument so that
+    they are neither compiled into the step as constants nor part of the
+    checkpointed state; None when no such term is active.
     """
     if augment.JITTER_KEYS[0] in batch:
         batch = augment.jitter(batch, setup.load_shape)
@@ -226,7 +236,9 @@ def train_step(state: TrainState, batch: Batch, setup: Setup) -> tuple[TrainStat
     d_metrics = {"d_loss": jnp.zeros((), jnp.float32)}
     if setup.use_gan:  # otherwise ("L1 only") D keeps its params, statistics and moments
         state, d_metrics = _update_discriminator(state, setup, x, y, fake)
-    loss_fn = functools.partial(_generator_loss_fn, state=state, setup=setup, x=x, y=y)
+    loss_fn = functools.partial(
+        _generator_loss_fn, state=state, setup=setup, x=x, y=y, frozen=frozen
+    )
     (g_loss, (terms, d_batch_stats)), fake_grad = jax.value_and_grad(loss_fn, has_aux=True)(fake)
     (g_grads,) = g_vjp(fake_grad)
     g_grads = lax.pmean(g_grads, BATCH_AXIS)

@@ -303,6 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     config = config_lib.resolved(config)  # config.json names the direction it trained
     runtime.check(config)
     _check_devices(config)
+    frozen = assembly.frozen_params(config)  # perceptual terms' weights: checked before writing
     workdir = workdir_lib.prepare(workdir)
     note = functools.partial(_last_checkpoint_note, workdir)
     with (
@@ -310,11 +311,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
         workdir_lib.one_line_disk_full(workdir, note),
         checkpointing.quiet_failed_io(),
     ):
-        return _train(config, workdir)
+        return _train(config, workdir, frozen)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
-    """The run itself, in a locked, usable `workdir`."""
+def _train(
+    config: ml_collections.ConfigDict, workdir: str, frozen: dict[str, Any] | None = None
+) -> steps.TrainState:
+    """The run itself, in a locked, usable `workdir`; `frozen`: see `assembly.frozen_params`."""
     if jax.process_index() == 0:
         _write_config(config, workdir)
         print(f"Translating {config_lib.describe_direction(config)}.", flush=True)
@@ -332,7 +335,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
             evaluator(state, 0)
         with preemption.PreemptionWatch() as watch:
             logger = _Logger(run, progress)
-            state = _train_loop(state, start, run, evaluator, watch, logger)
+            state = _train_loop(state, start, run, evaluator, watch, logger, frozen)
     finally:
         if progress:
             progress.close()
@@ -407,14 +410,16 @@ class _Evaluator:
         return results
 
 
-def _train_loop(state, start, run: _Run, evaluate_at, watch, logger):
+def _train_loop(state, start, run: _Run, evaluate_at, watch, logger, frozen=None):
     """Steps start + 1 .. num_train_steps, with logging, checkpoints and evaluations."""
     config = run.config
     p_train = run.placement.train_step()
+    # The frozen networks go in as a (replicated) argument, not as compiled-in constants.
+    extra = {} if frozen is None else {"frozen": parallel.replicate(frozen)}
     batches = parallel.prefetch_to_devices(run.train_iter)
     for step in range(start + 1, config.num_train_steps + 1):
         batch, data_state = next(batches)
-        state, step_metrics = p_train(state, batch)
+        state, step_metrics = p_train(state, batch, **extra)
         logger.add(step_metrics)
         logger.progress.update()
         last = step == config.num_train_steps

@@ -56,10 +56,13 @@ def test_the_generator_loss_is_the_weighted_sum_of_its_terms():
 
 def test_the_loss_config_becomes_weighted_terms():
     loss = default.get_config().loss
-    assert losses.generator_terms(loss) == (("gan", 1.0), ("l1", 100.0))
+    terms = losses.generator_terms(loss)
+    # The paper's two terms; every other registered term is off by default.
+    assert terms[:2] == (("gan", 1.0), ("l1", 100.0)) and all(w == 0 for _, w in terms[2:])
+    assert [name for name, _ in terms] == list(losses.GENERATOR_TERMS.names())
     loss.use_gan, loss.lambda_l1 = False, 5.0
     settings = losses.LossSettings.from_config(loss)
-    assert settings.g_terms == (("gan", 0.0), ("l1", 5.0)) and not settings.use_gan
+    assert settings.g_terms[:2] == (("gan", 0.0), ("l1", 5.0)) and not settings.use_gan
 
 
 def test_validation_builds_no_network(monkeypatch):

@@ -449,3 +449,182 @@ def caffe_fcn8s(width: int, seed: int) -> CaffeFCN8s:
                 if module.bias is not None:
                     module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
     return net.eval()
+
+
+# ---------------------------------------------------------------------------
+# Perceptual networks: torchvision's VGG19 / VGG16 / AlexNet layouts, pix2pixHD's VGG loss
+# and the lpips package's LPIPS.
+# ---------------------------------------------------------------------------
+
+
+def torchvision_vgg(convs_per_stage, width: int, hidden: int = 16) -> nn.Module:
+    """torchvision's VGG without batch norm (`features`, `classifier`), `width` channels first.
+
+    The classifier keeps torchvision's layer indices (0, 3, 6) with `hidden` units.
+    """
+    layers, channels = [], 3
+    for convs, multiple in zip(convs_per_stage, (1, 2, 4, 8, 8), strict=True):
+        for _ in range(convs):
+            layers += [nn.Conv2d(channels, width * multiple, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = width * multiple
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    net = nn.Module()
+    net.features = nn.Sequential(*layers)
+    net.classifier = nn.Sequential(
+        nn.Linear(channels * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(),
+        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(), nn.Linear(hidden, 10),
+    )  # fmt: skip
+    return net
+
+
+def torchvision_alexnet(width: int, hidden: int = 16) -> nn.Module:
+    """torchvision's AlexNet (`features`, `classifier` 1/4/6), `width` channels first (64)."""
+    w = width
+    net = nn.Module()
+    net.features = nn.Sequential(
+        nn.Conv2d(3, w, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(w, 3 * w, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(3 * w, 6 * w, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(6 * w, 4 * w, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(4 * w, 4 * w, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+    )  # fmt: skip
+    net.classifier = nn.Sequential(
+        nn.Dropout(), nn.Linear(4 * w * 6 * 6, hidden), nn.ReLU(inplace=True),
+        nn.Dropout(), nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 10),
+    )  # fmt: skip
+    return net
+
+
+def he_randomize(net: nn.Module, seed: int) -> nn.Module:
+    """He-normal convolutions and linears, small random biases: activations stay of order 1."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(
+                    torch.randn(module.weight.shape, generator=gen) * (2 / fan_in) ** 0.5
+                )
+                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=gen))
+    return net.eval()
+
+
+def _slices(features: nn.Sequential, bounds) -> list:
+    """pretrained_networks' / pix2pixHD's slices: Sequentials of features[a:b], keys kept."""
+    slices = []
+    for start, stop in bounds:
+        part = nn.Sequential()
+        for x in range(start, stop):
+            part.add_module(str(x), features[x])
+        slices.append(part)
+    return slices
+
+
+class Vgg19(nn.Module):
+    """pix2pixHD's Vgg19: relu1_1 ... relu5_1 of torchvision's vgg19 `features`."""
+
+    def __init__(self, features: nn.Sequential):
+        super().__init__()
+        bounds = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))
+        for i, part in enumerate(_slices(features, bounds), start=1):
+            self.add_module(f"slice{i}", part)
+
+    def forward(self, x):
+        h_relu1 = self.slice1(x)
+        h_relu2 = self.slice2(h_relu1)
+        h_relu3 = self.slice3(h_relu2)
+        h_relu4 = self.slice4(h_relu3)
+        h_relu5 = self.slice5(h_relu4)
+        return [h_relu1, h_relu2, h_relu3, h_relu4, h_relu5]
+
+
+class VGGLoss(nn.Module):
+    """pix2pixHD's VGGLoss (on the CPU): weighted L1 of the five Vgg19 activations."""
+
+    def __init__(self, features: nn.Sequential):
+        super().__init__()
+        self.vgg = Vgg19(features)
+        self.criterion = nn.L1Loss()
+        self.weights = [1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0]
+
+    def forward(self, x, y):
+        x_vgg, y_vgg = self.vgg(x), self.vgg(y)
+        loss = 0
+        for i in range(len(x_vgg)):
+            loss += self.weights[i] * self.criterion(x_vgg[i], y_vgg[i].detach())
+        return loss
+
+
+def normalize_tensor(in_feat, eps=1e-10):
+    """lpips.normalize_tensor."""
+    norm_factor = torch.sqrt(torch.sum(in_feat**2, dim=1, keepdim=True))
+    return in_feat / (norm_factor + eps)
+
+
+class ScalingLayer(nn.Module):
+    """lpips' ScalingLayer."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("shift", torch.Tensor([-0.030, -0.088, -0.188])[None, :, None, None])
+        self.register_buffer("scale", torch.Tensor([0.458, 0.448, 0.450])[None, :, None, None])
+
+    def forward(self, inp):
+        return (inp - self.shift) / self.scale
+
+
+class NetLinLayer(nn.Module):
+    """lpips' NetLinLayer: [Dropout,] 1x1 conv to one channel without bias."""
+
+    def __init__(self, chn_in, chn_out=1, use_dropout=False):
+        super().__init__()
+        layers = [nn.Dropout()] if use_dropout else []
+        layers += [nn.Conv2d(chn_in, chn_out, 1, stride=1, padding=0, bias=False)]
+        self.model = nn.Sequential(*layers)
+
+
+LPIPS_SLICES = {
+    "alex": ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12)),
+    "vgg": ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30)),
+}
+
+
+class LPIPS(nn.Module):
+    """lpips.LPIPS (version 0.1, lpips=True, spatial=False) on a given torchvision `features`.
+
+    `lin0` ... `lin4` are the heads (with dropout: keys `lin{i}.model.1.weight`).
+    """
+
+    def __init__(self, kind: str, features: nn.Sequential, channels):
+        super().__init__()
+        self.scaling_layer = ScalingLayer()
+        self.slices = _slices(features, LPIPS_SLICES[kind])
+        for i, c in enumerate(channels):
+            self.add_module(f"lin{i}", NetLinLayer(c, use_dropout=True))
+        self.lins = [getattr(self, f"lin{i}") for i in range(len(channels))]
+
+    def net(self, x):
+        outs = []
+        for part in self.slices:
+            x = part(x)
+            outs.append(x)
+        return outs
+
+    def forward(self, in0, in1):
+        outs0, outs1 = self.net(self.scaling_layer(in0)), self.net(self.scaling_layer(in1))
+        res = []
+        for kk in range(len(self.lins)):
+            diff = (normalize_tensor(outs0[kk]) - normalize_tensor(outs1[kk])) ** 2
+            res.append(self.lins[kk].model(diff).mean([2, 3], keepdim=True))
+        val = res[0]
+        for r in res[1:]:
+            val += r
+        return val
+
+
+def lpips_heads_state_dict(model: LPIPS) -> "OrderedDict[str, torch.Tensor]":
+    """The heads as the released weights/v0.1/*.pth hold them: the lin*.model.1.weight keys."""
+    return OrderedDict((k, v) for k, v in model.state_dict().items() if k.startswith("lin"))

@@ -21,6 +21,7 @@ Parent side (no torch import, ever):
 Child side (`main`): one function per job, in `JOBS`.
 """
 
+import functools
 import importlib.util
 import json
 import os
@@ -112,11 +113,31 @@ def _fidelity_inputs():
     return arrays
 
 
+PERCEPTUAL_WIDTH = 8  # narrow torchvision networks: VGG 8 .. 64 channels, AlexNet 8 .. 48
+PERCEPTUAL_SIZE = (36, 40)  # non-square, not a multiple of 32: floor-mode pools on both axes
+
+
+def _perceptual_inputs():
+    rng = np.random.default_rng(7)
+    h, w = PERCEPTUAL_SIZE
+    arrays = {
+        "x": rng.uniform(-1, 1, (2, h, w, 3)),
+        "y": rng.uniform(-1, 1, (2, h, w, 3)),
+        "gray_x": rng.uniform(-1, 1, (2, 32, 32, 1)),
+        "gray_y": rng.uniform(-1, 1, (2, 32, 32, 1)),
+    }
+    arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
+    arrays["u8_a"] = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    arrays["u8_b"] = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    return arrays
+
+
 INPUTS = {
     "fidelity": _fidelity_inputs,
     "convert_weights": _convert_weights_inputs,
     "inception": _inception_inputs,
     "fcn8s": _fcn8s_inputs,
+    "perceptual": _perceptual_inputs,
 }
 
 # ---------------------------------------------------------------------------
@@ -388,11 +409,78 @@ def fidelity_job(torch, tr, out, inputs):
     return arrays, {}
 
 
+def _grad_nhwc(torch, loss_fn, x):
+    """loss_fn(NCHW x) and its gradient, as NHWC numpy."""
+    t = _nchw(torch, x).requires_grad_(True)
+    loss = loss_fn(t)
+    loss.backward()
+    return loss.detach().numpy(), _nhwc(t.grad)
+
+
+def _lpips_sum(model, y, x):
+    return model(x, y).sum()
+
+
+def perceptual_job(torch, tr, out, inputs):
+    """pix2pixHD's VGG loss and lpips' LPIPS on random torchvision-layout weights."""
+    arrays, width = {}, PERCEPTUAL_WIDTH
+    vgg19 = tr.he_randomize(tr.torchvision_vgg((2, 2, 4, 4, 4), width), seed=0)
+    torch.save(vgg19.state_dict(), str(out / "vgg19.pth"))
+    criterion = tr.VGGLoss(vgg19.features)
+    x, y = inputs["x"], inputs["y"]
+    with torch.no_grad():
+        for i, f in enumerate(criterion.vgg(_nchw(torch, x))):
+            arrays[f"vgg/features/{i}"] = _nhwc(f)
+    arrays["vgg/loss"], arrays["vgg/grad"] = _grad_nhwc(
+        torch, lambda t: criterion(t, _nchw(torch, y)), x
+    )
+    with torch.no_grad():  # grayscale: the same image in R, G and B
+        gx, gy = (_nchw(torch, inputs[k]).repeat(1, 3, 1, 1) for k in ("gray_x", "gray_y"))
+        arrays["vgg/gray_loss"] = criterion(gx, gy).numpy()
+    state_dict = vgg19.state_dict()
+    torch.save(
+        {k: v for k, v in state_dict.items() if not k.startswith("features.28.")},
+        str(out / "vgg19_missing.pth"),
+    )
+    bn_like = dict(state_dict, **{"features.1.running_mean": torch.zeros(width)})
+    torch.save(bn_like, str(out / "vgg19_bn_like.pth"))
+
+    backbones = {
+        "alex": (tr.torchvision_alexnet(width), "alexnet", (1, 3, 6, 4, 4)),
+        "vgg": (tr.torchvision_vgg((2, 2, 3, 3, 3), width), "vgg16", (1, 2, 4, 8, 8)),
+    }
+    gen = torch.Generator().manual_seed(1)
+    for seed, (kind, (net, name, multiples)) in enumerate(backbones.items(), start=2):
+        net = tr.he_randomize(net, seed)
+        torch.save(net.state_dict(), str(out / f"{name}.pth"))
+        model = tr.LPIPS(kind, net.features, [width * m for m in multiples]).eval()
+        with torch.no_grad():  # the released heads are non-negative
+            for lin in model.lins:
+                lin.model[1].weight.copy_(torch.rand(lin.model[1].weight.shape, generator=gen))
+        # The released heads files predate PyTorch 1.6: the legacy format.
+        heads = tr.lpips_heads_state_dict(model)
+        torch.save(heads, str(out / f"{kind}.pth"), _use_new_zipfile_serialization=False)
+        _, arrays[f"lpips/{kind}/grad"] = _grad_nhwc(
+            torch, functools.partial(_lpips_sum, model, _nchw(torch, y)), x
+        )
+        with torch.no_grad():
+            arrays[f"lpips/{kind}/distance"] = model(_nchw(torch, x), _nchw(torch, y)).numpy()
+            a, b = (
+                _nchw(torch, inputs[k].astype(np.float32) / 127.5 - 1) for k in ("u8_a", "u8_b")
+            )
+            arrays[f"lpips/{kind}/u8"] = model(a, b).numpy().reshape(-1)
+            gx, gy = (_nchw(torch, inputs[k]).repeat(1, 3, 1, 1) for k in ("gray_x", "gray_y"))
+            arrays[f"lpips/{kind}/gray"] = model(gx, gy).numpy().reshape(-1)
+        arrays[f"lpips/{kind}/distance"] = arrays[f"lpips/{kind}/distance"].reshape(-1)
+    return arrays, {"vgg19_keys": list(state_dict)}
+
+
 JOBS = {
     "fidelity": fidelity_job,
     "convert_weights": convert_weights_job,
     "inception": inception_job,
     "fcn8s": fcn8s_job,
+    "perceptual": perceptual_job,
 }
 
 
