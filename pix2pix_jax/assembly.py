@@ -110,9 +110,15 @@ def initial_states(config: ml_collections.ConfigDict, setup: steps.Setup) -> Any
     k = replicas.num_seeds(config)
     if k == 1:
         return initial_state(config, setup)
-    return replicas.stack(
-        [initial_state(config, dataclasses.replace(setup, seed=s)) for s in replicas.seeds(config)]
-    )
+    shape, channels = _state_shape(config), input_pipeline.model_input_channels(config)
+
+    def init(seed: jax.Array) -> steps.TrainState:  # one compilation for every seed
+        return steps.init_state(dataclasses.replace(setup, seed=seed), shape, channels)
+
+    with jax.threefry_partitionable(False):
+        compiled = jax.jit(init)
+        states = [jax.device_get(compiled(np.uint32(s))) for s in replicas.seeds(config)]
+    return replicas.stack(states)
 
 
 def state_template(config: ml_collections.ConfigDict) -> Any:

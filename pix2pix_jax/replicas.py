@@ -9,10 +9,16 @@ all K).
 
 Where the replicas run (`config.seeds_layout`):
 
-* `map`: every device holds all K replicas and runs them one after another
-  (`lax.map`); the batch is split over the devices as in a single run. The
-  default on CPU, where batching different weights into one convolution
-  (`vmap`) makes XLA:CPU emit grouped convolutions that are many times slower.
+* `loop`: every device holds K replicated states, and each step calls one
+  compiled single-replica step K times (the seed an argument); the batch is
+  split over the devices as in a single run. The default on CPU: each
+  replica's step is the single run's own arithmetic (bit for bit, tested), and
+  batching different weights into one convolution (`vmap`) makes XLA:CPU emit
+  grouped convolutions that are many times slower. What K replicas share on a
+  CPU is everything around the steps: one process, one compilation, one
+  dataset, one set of evaluation programs.
+* `map`: as `loop`, but the K states are stacked and stepped one after another
+  inside one program (`lax.map`).
 * `vmap`: as `map`, but the K replicas' steps are batched into one (`jax.vmap`):
   each convolution sees K weight sets at once. The default on GPU and TPU with
   one device, where a batch-1 step leaves the accelerator mostly idle.
@@ -22,10 +28,11 @@ Where the replicas run (`config.seeds_layout`):
   devices when K is a multiple of their number (one process only). Replica k
   then equals the single run of seed + k on one device.
 
-`auto` picks as said. Replica k's numbers equal the single run's up to XLA's
-rounding: the program that runs K steps is compiled as a whole, so the
-fusion (and with it the order of some float sums) may differ from a single
-step's; see the README's reproducibility section for the measured size.
+`auto` picks as said. With `map`, `vmap` and `devices`, replica k's numbers
+equal the single run's up to XLA's rounding: the program that runs the K
+steps is compiled as a whole, so the fusion (and with it the order of some
+float sums) may differ from a single step's; see the README's reproducibility
+section for the measured size.
 """
 
 import copy
@@ -46,7 +53,7 @@ from jax import lax
 from pix2pix_jax import parallel, steps
 from pix2pix_jax.errors import ConfigError
 
-LAYOUTS = ("auto", "map", "vmap", "devices")
+LAYOUTS = ("auto", "loop", "map", "vmap", "devices")
 REPLICA_AXIS = "replica"  # the pmap axis of the `devices` layout (replicas, not batch shards)
 
 
@@ -77,7 +84,7 @@ def layout(config: Any) -> str:
     devices = jax.local_device_count()
     if devices > 1 and num_seeds(config) % devices == 0 and jax.process_count() == 1:
         return "devices"
-    return "map" if jax.default_backend() == "cpu" else "vmap"
+    return "loop" if jax.default_backend() == "cpu" else "vmap"
 
 
 def check(config: Any) -> None:
@@ -181,11 +188,14 @@ class SinglePlacement:
         return [{k: float(np.asarray(v)[0]) for k, v in jax.device_get(step_metrics).items()}]
 
 
-def placement(config: Any, setup: steps.Setup) -> "SinglePlacement | Placement":
+def placement(config: Any, setup: steps.Setup) -> "SinglePlacement | LoopPlacement | Placement":
     """Where `config`'s replicas sit and how they step (see the module doc)."""
     if num_seeds(config) == 1:
         return SinglePlacement(config, setup)
-    return Placement(config, setup, layout(config))
+    how = layout(config)
+    if how == "loop":
+        return LoopPlacement(config, setup)
+    return Placement(config, setup, how)
 
 
 @dataclasses.dataclass
@@ -271,6 +281,48 @@ class Placement:
         else:
             host = {k: np.asarray(v)[0] for k, v in host.items()}
         return [{k: float(v[r]) for k, v in host.items()} for r in range(self.k)]
+
+
+class LoopPlacement(Placement):
+    """K replicas as K replicated states, stepped in turn by one compiled step (`loop`).
+
+    The step is the single run's with the seed as an argument: one compilation,
+    no copies between a stacked state and its replicas, and the same arithmetic
+    as the single run of each seed.
+    """
+
+    def __init__(self, config: Any, setup: steps.Setup):
+        super().__init__(config, setup, "loop")  # batches and metrics laid out as `map`'s
+
+    def to_devices(self, host_state: Any) -> list[Any]:
+        """The host state ([K, ...] leaves) as K replicated states."""
+        return [parallel.replicate(unstack(host_state, k)) for k in range(self.k)]
+
+    def to_host(self, state: list[Any]) -> Any:
+        """The host state ([K, ...] leaves) of the K replicated states."""
+        return stack([jax.device_get(parallel.unreplicate(s)) for s in state])
+
+    def replica(self, state: list[Any], k: int) -> Any:
+        """Replica `k`'s replicated state."""
+        return state[k]
+
+    def train_step(self) -> Callable:
+        """(K states, batch [devices, K, ...], frozen=None) -> (K states, metrics [devices, K])."""
+        one = _with_seed(steps.train_step, self.setup)
+        p_one = jax.pmap(
+            one, axis_name=parallel.BATCH_AXIS, in_axes=(0, 0, None, 0), donate_argnums=(0,)
+        )
+        seed_values = [np.uint32(s) for s in seeds(self.config)]
+
+        def step(state, batch, frozen=None):
+            outcomes = [
+                p_one(s, jax.tree.map(lambda a, k=k: a[:, k], batch), seed, frozen)
+                for k, (s, seed) in enumerate(zip(state, seed_values, strict=True))
+            ]
+            states, step_metrics = zip(*outcomes, strict=True)
+            return list(states), jax.tree.map(lambda *m: jnp.stack(m, axis=1), *step_metrics)
+
+        return step
 
 
 def eval_step_with_seed(setup: steps.Setup, mode: str) -> Callable:
