@@ -2,8 +2,9 @@
 
 The default mode trains the seeds together (one run of num_seeds replicas);
 `--mode=sequential` trains one run per seed. Both are run here on the same
-seeds: their per-seed results agree within the rounding bound of
-`test_replicas`, and each summary is the statistics of its own per-seed values.
+seeds: their per-seed results are equal (CPU's `loop` layout runs each replica
+with the single run's arithmetic), and each summary is the statistics of its
+own per-seed values.
 """
 
 import json
@@ -59,9 +60,7 @@ def test_seed_study_together_and_sequential_agree(tmp_path, data_dir):
 
     sequential, _ = study(tmp_path / "sequential", data_dir, "--mode=sequential")
     check_summary(sequential)
-    for seed in ("0", "1"):
-        for name, value in sequential["per_seed"][seed].items():
-            assert together["per_seed"][seed][name] == pytest.approx(value, rel=2e-3, abs=2e-4)
+    assert together["per_seed"] == sequential["per_seed"]  # CPU's loop layout: bit for bit
 
 
 def test_together_needs_consecutive_seeds(tmp_path, data_dir):
