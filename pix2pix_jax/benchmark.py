@@ -11,6 +11,12 @@ summary line with the median. `--peer=PATH` also runs a PyTorch peer script
 --warmup [--device cuda] [--amp] [--compile MODE]`) between our repeats, so
 both see the same machine load, and prints the ratio of the medians.
 
+`memory` compiles the same step twice, with `model.remat` off and on, and
+prints what XLA's compiled executable says it needs (`memory_analysis()`:
+arguments, outputs, temporaries; the peak is their sum less the donated
+buffers XLA aliases), then the ratio: the memory that rematerialising the
+generator's blocks saves, on any backend, without running a step.
+
 `input` times `input_pipeline.train_dataset` alone (decode, jitter, batch,
 with `dataset.num_workers` processes): images/s and images/s per worker.
 `--synthetic_jpegs=N` first writes N 256x512 side-by-side A|B JPEGs of
@@ -42,7 +48,7 @@ PROG = "pix2pix_jax.benchmark"
 
 def define_flags() -> None:
     """The command line's flags."""
-    flags.DEFINE_enum("mode", "step", ["step", "input"], "What to time.")
+    flags.DEFINE_enum("mode", "step", ["step", "input", "memory"], "What to time or measure.")
     flags.DEFINE_integer("steps", 20, "Timed steps (or batches) per repeat.")
     flags.DEFINE_integer("warmup", 3, "Untimed steps (or batches) before timing.")
     flags.DEFINE_integer("repeats", 3, "Timed windows; the summary reports their median.")
@@ -97,11 +103,27 @@ def random_batch(config: Any, rng: np.random.Generator) -> dict[str, np.ndarray]
     return batch
 
 
-def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
-    """Yields one JSON-ready record per timed window of the pmapped train step.
+def compiled_memory_mb(compiled: Any) -> dict[str, float]:
+    """What XLA's compiled executable needs, in MiB (empty where the backend says nothing).
 
-    The first record carries `compile_seconds` (lowering + XLA compilation).
+    `compiled_peak_mb` = arguments + outputs + temporaries - aliased (donated) buffers:
+    the executable's own bound on its live memory, on CPU as on GPU and TPU.
     """
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return {}
+    mb = lambda n: n / 2**20  # noqa: E731
+    sizes = {
+        "compiled_argument_mb": mb(analysis.argument_size_in_bytes),
+        "compiled_output_mb": mb(analysis.output_size_in_bytes),
+        "compiled_temp_mb": mb(analysis.temp_size_in_bytes),
+    }
+    peak = sum(sizes.values()) - mb(analysis.alias_size_in_bytes)
+    return {**sizes, "compiled_peak_mb": peak}
+
+
+def compile_step(config: Any) -> tuple[Any, Any, Any, float]:
+    """(compiled pmapped train step, replicated state, device batch, compile seconds)."""
     setup = assembly.make_setup(config, num_train_examples=1000)
     state = parallel.replicate(assembly.initial_state(config, setup))
     batch = jax.device_put(
@@ -110,7 +132,17 @@ def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
     p_train = parallel.pmap_train_step(steps.train_step, setup=setup)
     start = time.perf_counter()
     compiled = p_train.lower(state, batch).compile()
-    compile_seconds = time.perf_counter() - start
+    return compiled, state, batch, time.perf_counter() - start
+
+
+def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
+    """Yields one JSON-ready record per timed window of the pmapped train step.
+
+    The first record carries `compile_seconds` (lowering + XLA compilation) and
+    the compiled step's memory (`compiled_memory_mb`).
+    """
+    compiled, state, batch, compile_seconds = compile_step(config)
+    memory = compiled_memory_mb(compiled)
     for _ in range(warmup):
         state, _ = compiled(state, batch)
     jax.block_until_ready(state)
@@ -123,7 +155,7 @@ def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
         record = {"repeat": repeat, "step_ms": 1000 * seconds}
         record["images_per_second"] = config.batch_size / seconds
         if repeat == 0:
-            record["compile_seconds"] = compile_seconds
+            record.update(compile_seconds=compile_seconds, **memory)
         record["peak_host_memory_mb"] = peak_host_memory_mb()
         yield {**record, **device_memory_mb()}
 
@@ -180,6 +212,31 @@ def benchmark_step(config: Any) -> None:
         summary["peer_images_per_second"] = statistics.median(peers)
         summary["ratio_vs_peer"] = summary["images_per_second"] / summary["peer_images_per_second"]
         summary["peer_comparable"] = peer_comparable(config)
+    _emit({**summary, **environment()})
+
+
+def benchmark_memory(config: Any) -> None:
+    """The compiled step's memory with `model.remat` off and on, and their ratio, as JSON lines."""
+    shape = {
+        "generator": config.model.generator,
+        "image_size": config.image_size,
+        "image_width": config.dataset.image_width or config.image_size,
+        "batch": config.batch_size,
+        "compute_dtype": config.model.compute_dtype,
+    }
+    peaks = {}
+    for remat in (False, True):
+        with config.unlocked():
+            config.model.remat = remat
+        compiled, *_, seconds = compile_step(config)
+        memory = compiled_memory_mb(compiled)
+        peaks[remat] = memory.get("compiled_peak_mb")
+        record = {"impl": "pix2pix_jax", "mode": "memory", "remat": remat, **shape, **memory}
+        _emit({**record, "compile_seconds": seconds, **environment()})
+        del compiled
+    summary = {"summary": "memory", **shape, "peak_mb": peaks[False], "remat_peak_mb": peaks[True]}
+    if peaks[False] and peaks[True]:
+        summary["remat_ratio"] = peaks[True] / peaks[False]
     _emit({**summary, **environment()})
 
 
@@ -241,6 +298,8 @@ def benchmark_from_flags() -> None:
     config_lib.validate(config)
     if flags.FLAGS.mode == "step":
         benchmark_step(config)
+    elif flags.FLAGS.mode == "memory":
+        benchmark_memory(config)
     elif flags.FLAGS.synthetic_jpegs:
         with tempfile.TemporaryDirectory() as tmp, config.unlocked():
             write_synthetic_jpegs(os.path.join(tmp, "images"), flags.FLAGS.synthetic_jpegs)
