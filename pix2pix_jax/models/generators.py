@@ -118,21 +118,19 @@ class UnetGenerator(nn.Module):
         def down(module: nn.Module, h: jax.Array, k: int) -> jax.Array:
             return module._down_block(h, k, channels[k], train)
 
-        def up(module: nn.Module, h: jax.Array, k: int) -> jax.Array:
-            return module._up_block(h, k, channels[k - 1], k in noisy, train)
+        def up(module: nn.Module, h: jax.Array, skip: jax.Array | None, k: int) -> jax.Array:
+            return module._up_block(h, skip, k, channels[k - 1], k in noisy, train)
 
         if self.remat:
             # Each block's activations are recomputed in the backward pass instead of
             # kept: the lifted functions keep the submodules' names and dropout keys.
-            down, up = nn.remat(down, static_argnums=(2,)), nn.remat(up, static_argnums=(2,))
+            down, up = nn.remat(down, static_argnums=(2,)), nn.remat(up, static_argnums=(3,))
         skips = {}
         h = x.astype(self.dtype)
         for k in range(1, n + 1):
             h = skips[k] = down(self, h, k)
         for k in range(n, 0, -1):
-            if k < n and self.skip_connections:
-                h = jnp.concatenate([skips[k], h], axis=-1)
-            h = up(self, h, k)
+            h = up(self, h, skips[k] if k < n and self.skip_connections else None, k)
         return h
 
     def _down_block(self, h: jax.Array, k: int, features: int, train: bool) -> jax.Array:
@@ -151,8 +149,16 @@ class UnetGenerator(nn.Module):
             h = self._norm(f"down_{k}_norm")(h, train=train)
         return h
 
-    def _up_block(self, h: jax.Array, k: int, features: int, noisy: bool, train: bool):
-        """Decoder block k: ReLU -> `up_k` -> `up_k_norm` [-> dropout]; tanh for k = 1."""
+    def _up_block(
+        self, h: jax.Array, skip: jax.Array | None, k: int, features: int, noisy: bool, train: bool
+    ) -> jax.Array:
+        """Decoder block k: [skip, h] -> ReLU -> `up_k` -> `up_k_norm` [-> dropout]; tanh at k = 1.
+
+        The concatenation is inside the block, so that with `remat` it is recomputed
+        rather than kept beside the skip and `h` it copies.
+        """
+        if skip is not None:
+            h = jnp.concatenate([skip, h], axis=-1)
         h = nn.relu(h)
         outermost = k == 1  # a bias (no norm follows), then tanh
         conv = up_layer(
