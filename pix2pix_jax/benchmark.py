@@ -18,6 +18,11 @@ replicas in one run, then the K single runs (seed, seed + 1, ...) one after
 another, each in a fresh process on the same prepared dataset; it prints the
 wall times, their ratio and each process's peak resident memory (`--workdir`
 keeps the runs, e.g. to compare each replica with its single run).
+`memory` compiles the same step twice, with `model.remat` off and on, and
+prints what XLA's compiled executable says it needs (`memory_analysis()`:
+arguments, outputs, temporaries; the peak is their sum less the donated
+buffers XLA aliases), then the ratio: the memory that rematerialising the
+generator's blocks saves, on any backend, without running a step.
 
 `input` times `input_pipeline.train_dataset` alone (decode, jitter, batch,
 with `dataset.num_workers` processes): images/s and images/s per worker.
@@ -51,7 +56,9 @@ PROG = "pix2pix_jax.benchmark"
 
 def define_flags() -> None:
     """The command line's flags."""
-    flags.DEFINE_enum("mode", "step", ["step", "input", "seeds"], "What to time.")
+    flags.DEFINE_enum(
+        "mode", "step", ["step", "input", "seeds", "memory"], "What to time or measure."
+    )
     flags.DEFINE_integer("steps", 20, "Timed steps (or batches) per repeat.")
     flags.DEFINE_integer("warmup", 3, "Untimed steps (or batches) before timing.")
     flags.DEFINE_integer("repeats", 3, "Timed windows; the summary reports their median.")
@@ -109,11 +116,30 @@ def random_batch(config: Any, rng: np.random.Generator) -> dict[str, np.ndarray]
     return batch
 
 
-def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
-    """Yields one JSON-ready record per timed window of the pmapped train step.
+def compiled_memory_mb(compiled: Any) -> dict[str, float]:
+    """What XLA's compiled executable needs, in MiB (empty where the backend says nothing).
 
-    The first record carries `compile_seconds` (the first call: compilation and one step).
-    With num_seeds = K, the step is the K replicas' and every image of each counts.
+    `compiled_peak_mb` = arguments + outputs + temporaries - aliased (donated) buffers:
+    the executable's own bound on its live memory, on CPU as on GPU and TPU.
+    """
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return {}
+    mb = lambda n: n / 2**20  # noqa: E731
+    sizes = {
+        "compiled_argument_mb": mb(analysis.argument_size_in_bytes),
+        "compiled_output_mb": mb(analysis.output_size_in_bytes),
+        "compiled_temp_mb": mb(analysis.temp_size_in_bytes),
+    }
+    peak = sum(sizes.values()) - mb(analysis.alias_size_in_bytes)
+    return {**sizes, "compiled_peak_mb": peak}
+
+
+def compile_step(config: Any) -> tuple[Any, Any, Any, float, dict[str, float]]:
+    """(compiled train step, placed state, device batch, compile seconds, compiled memory).
+
+    With num_seeds = K > 1 the step is the K replicas' (`replicas.placement`); its
+    first call compiles it (and runs one step), and no memory analysis is reported.
     """
     setup = assembly.make_setup(config, num_train_examples=1000)
     place = replicas.placement(config, setup)
@@ -122,11 +148,25 @@ def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
     if place.k > 1:
         host_batch = place.batch([host_batch] * place.k)
     batch = jax.device_put(host_batch, parallel.device_sharding())
-    compiled = place.train_step()
     start = time.perf_counter()
+    if place.k == 1:
+        compiled = place.train_step().lower(state, batch).compile()
+        return compiled, state, batch, time.perf_counter() - start, compiled_memory_mb(compiled)
+    compiled = place.train_step()
     state, _ = compiled(state, batch)
     jax.block_until_ready(state)
-    compile_seconds = time.perf_counter() - start
+    return compiled, state, batch, time.perf_counter() - start, {}
+
+
+def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
+    """Yields one JSON-ready record per timed window of the pmapped train step.
+
+    The first record carries `compile_seconds` (lowering + XLA compilation) and
+    the compiled step's memory (`compiled_memory_mb`). With num_seeds = K, the
+    step is the K replicas' and every image of each counts.
+    """
+    compiled, state, batch, compile_seconds, memory = compile_step(config)
+    k = replicas.num_seeds(config)
     for _ in range(warmup):
         state, _ = compiled(state, batch)
     jax.block_until_ready(state)
@@ -137,9 +177,9 @@ def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
         jax.block_until_ready((state, step_metrics))
         seconds = (time.perf_counter() - start) / num_steps
         record = {"repeat": repeat, "step_ms": 1000 * seconds}
-        record["images_per_second"] = config.batch_size * place.k / seconds
+        record["images_per_second"] = config.batch_size * k / seconds
         if repeat == 0:
-            record["compile_seconds"] = compile_seconds
+            record.update(compile_seconds=compile_seconds, **memory)
         record["peak_host_memory_mb"] = peak_host_memory_mb()
         yield {**record, **device_memory_mb()}
 
@@ -197,6 +237,30 @@ def benchmark_step(config: Any) -> None:
         summary["peer_images_per_second"] = statistics.median(peers)
         summary["ratio_vs_peer"] = summary["images_per_second"] / summary["peer_images_per_second"]
         summary["peer_comparable"] = peer_comparable(config)
+    _emit({**summary, **environment()})
+
+
+def benchmark_memory(config: Any) -> None:
+    """The compiled step's memory with `model.remat` off and on, and their ratio, as JSON lines."""
+    shape = {
+        "generator": config.model.generator,
+        "image_size": config.image_size,
+        "image_width": config.dataset.image_width or config.image_size,
+        "batch": config.batch_size,
+        "compute_dtype": config.model.compute_dtype,
+    }
+    peaks = {}
+    for remat in (False, True):
+        with config.unlocked():
+            config.model.remat = remat
+        compiled, _, _, seconds, memory = compile_step(config)
+        peaks[remat] = memory.get("compiled_peak_mb")
+        record = {"impl": "pix2pix_jax", "mode": "memory", "remat": remat, **shape, **memory}
+        _emit({**record, "compile_seconds": seconds, **environment()})
+        del compiled
+    summary = {"summary": "memory", **shape, "peak_mb": peaks[False], "remat_peak_mb": peaks[True]}
+    if peaks[False] and peaks[True]:
+        summary["remat_ratio"] = peaks[True] / peaks[False]
     _emit({**summary, **environment()})
 
 
@@ -305,6 +369,8 @@ def benchmark_from_flags() -> None:
         benchmark_step(config)
     elif flags.FLAGS.mode == "seeds":
         benchmark_seeds(config)
+    elif flags.FLAGS.mode == "memory":
+        benchmark_memory(config)
     elif flags.FLAGS.synthetic_jpegs:
         with tempfile.TemporaryDirectory() as tmp, config.unlocked():
             write_synthetic_jpegs(os.path.join(tmp, "images"), flags.FLAGS.synthetic_jpegs)

@@ -114,8 +114,8 @@ def _check_loss(loss: Any) -> None:
     for name in ("use_gan", "conditional_d"):
         if not isinstance(loss[name], bool):
             raise ConfigError(f"loss.{name} must be True or False, got {loss[name]!r}")
-    for name in ("lambda_l1", "lambda_gp"):
-        value = loss[name]
+    for name in ("lambda_l1", "lambda_gp", "lambda_feat"):
+        value = loss.get(name, 0.0)  # older configs have no lambda_feat
         # NaN passes on purpose: the loop's divergence check reports it by step.
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ConfigError(f"loss.{name} must be a non-negative number, got {value!r}")

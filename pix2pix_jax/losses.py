@@ -11,6 +11,10 @@ Wasserstein objective on raw logits; its gradient penalty
 (`gradient_penalty`, the reference's `cal_gradient_penalty`) needs D itself
 and is added by the train step.
 
+With a multi-scale discriminator (`model.num_d` > 1, pix2pixHD) the logits are
+a list, one array per scale, and every GAN term is the sum over the scales, as
+pix2pixHD's GANLoss sums them (not their mean).
+
 The generator's loss is a weighted sum of named terms (`GENERATOR_TERMS`):
 each term is a function of `GeneratorInputs` and reads its weight from the
 loss config, so a new term is one function and one registry entry.
@@ -83,17 +87,58 @@ GAN_OBJECTIVES.register("wgangp")(
 GAN_MODES = GAN_OBJECTIVES.names()
 
 
+# D's logits: one array, or a list of arrays, one per scale (a multi-scale D).
+Logits = jax.Array | list[jax.Array]
+
+
+def _over_scales(loss: Loss, logits: Logits) -> jax.Array:
+    """`loss(logits)`, or for a list its sum over the scales (pix2pixHD's GANLoss)."""
+    if not isinstance(logits, list | tuple):
+        return loss(logits)
+    total = loss(logits[0])
+    for scale_logits in logits[1:]:
+        total = total + loss(scale_logits)
+    return total
+
+
 def discriminator_loss(
-    real_logits: jax.Array, fake_logits: jax.Array, gan_mode: str = "vanilla"
+    real_logits: Logits, fake_logits: Logits, gan_mode: str = "vanilla"
 ) -> jax.Array:
-    """The discriminator's loss, halved as in the paper: 0.5 * (real term + fake term)."""
+    """The discriminator's loss, halved as in the paper: 0.5 * (real term + fake term).
+
+    For lists of logits (one per scale) each term is summed over the scales,
+    as pix2pixHD's (loss_D_fake + loss_D_real) * 0.5.
+    """
     objective = GAN_OBJECTIVES.get(gan_mode)
-    return 0.5 * (objective.d_real(real_logits) + objective.d_fake(fake_logits))
+    return 0.5 * (
+        _over_scales(objective.d_real, real_logits) + _over_scales(objective.d_fake, fake_logits)
+    )
 
 
-def generator_gan_loss(fake_logits: jax.Array, gan_mode: str = "vanilla") -> jax.Array:
-    """The generator's adversarial loss (non-saturating for `vanilla`)."""
-    return GAN_OBJECTIVES.get(gan_mode).g(fake_logits)
+def generator_gan_loss(fake_logits: Logits, gan_mode: str = "vanilla") -> jax.Array:
+    """The generator's adversarial loss (non-saturating for `vanilla`), summed over scales."""
+    return _over_scales(GAN_OBJECTIVES.get(gan_mode).g, fake_logits)
+
+
+def feature_matching_loss(
+    fake_scales: list[list[jax.Array]], real_scales: list[list[jax.Array]]
+) -> jax.Array:
+    """pix2pixHD's GAN feature-matching loss, without its lambda_feat.
+
+    Both arguments are D's outputs as `models.scales` gives them: per scale,
+    the feature maps of its layers then the logits (which are left out). With
+    L layers' features per scale and num_d scales, it is the sum over scales
+    and layers of (1 / num_d) * (4 / L) * mean|fake - real|: pix2pixHD's
+    D_weights and feat_weights, where L = n_layers_D + 1 for the PatchGAN. The
+    real features are constants (pix2pixHD's `.detach()`).
+    """
+    d_weight = 1.0 / len(fake_scales)
+    total = jnp.zeros((), jnp.float32)
+    for fake, real in zip(fake_scales, real_scales, strict=True):
+        feat_weight = 4.0 / (len(fake) - 1)
+        for f, r in zip(fake[:-1], real[:-1], strict=True):
+            total = total + d_weight * feat_weight * l1_loss(f, jax.lax.stop_gradient(r))
+    return total
 
 
 def l1_loss(prediction: jax.Array, target: jax.Array) -> jax.Array:
@@ -105,17 +150,22 @@ def l1_loss(prediction: jax.Array, target: jax.Array) -> jax.Array:
 class GeneratorInputs:
     """What a generator loss term may read: the batch, G's output and D's view of it.
 
-    `fake_logits` is None when no term that needs D is active. `frozen` holds
-    the parameters of the fixed networks that perceptual terms run (see
-    `assembly.frozen_params`): {'vgg': ..., 'lpips': ...}, or None.
+    `fake_logits` is None when no term that needs D is active (a list, one per
+    scale, for a multi-scale D). `frozen` holds the parameters of the fixed
+    networks that perceptual terms run (see `assembly.frozen_params`): {'vgg':
+    ..., 'lpips': ...}, or None. `fake_features` and `real_features` are D's
+    feature maps on the fake and the real pair, as `models.scales` lists them,
+    when a term that `needs_features` is active (None otherwise).
     """
 
     input: jax.Array
     fake: jax.Array
     target: jax.Array
-    fake_logits: jax.Array | None = None
+    fake_logits: Logits | None = None
     gan_mode: str = "vanilla"
     frozen: dict[str, Any] | None = None
+    fake_features: list[list[jax.Array]] | None = None
+    real_features: list[list[jax.Array]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,12 +175,15 @@ class GeneratorTerm:
     `weight(loss_config)` reads the term's weight; a term of weight 0 is left
     out of the loss and reported as 0, unless `always_reported` (a cheap term
     the metrics contract lists, such as L1) — then it is computed and logged.
+    `needs_features`: the step also runs D for its feature maps on the fake
+    and the real pair (`GeneratorInputs.fake_features`, `real_features`).
     """
 
     value: Callable[[GeneratorInputs], jax.Array]
     weight: Callable[[Any], float]
     needs_discriminator: bool = False
     always_reported: bool = False
+    needs_features: bool = False
 
 
 #: Generator loss terms; each is logged as g_<name>, the weighted sum as g_loss.
@@ -147,6 +200,15 @@ GENERATOR_TERMS.register("l1")(
         value=lambda t: l1_loss(t.fake, t.target),
         weight=lambda loss: loss.lambda_l1,
         always_reported=True,
+    )
+)
+# pix2pixHD's discriminator feature matching (loss.lambda_feat; pix2pixHD uses 10).
+GENERATOR_TERMS.register("feat")(
+    GeneratorTerm(
+        value=lambda t: feature_matching_loss(t.fake_features, t.real_features),
+        weight=lambda loss: getattr(loss, "lambda_feat", 0.0),
+        needs_discriminator=True,
+        needs_features=True,
     )
 )
 
@@ -231,6 +293,11 @@ class LossSettings:
         """Whether an active generator term needs D (and so D is trained)."""
         return any(w != 0 and GENERATOR_TERMS.get(n).needs_discriminator for n, w in self.g_terms)
 
+    @property
+    def needs_features(self) -> bool:
+        """Whether an active generator term reads D's feature maps (feature matching)."""
+        return any(w != 0 and GENERATOR_TERMS.get(n).needs_features for n, w in self.g_terms)
+
 
 def gradient_penalty(
     discriminate: Callable[[jax.Array], jax.Array],
@@ -246,10 +313,16 @@ def gradient_penalty(
     image) pairs, which share the input half), `alpha` one uniform draw per
     example, broadcastable to them (e.g. [N, 1, 1, 1]). The gradient of the
     sum of D's outputs is taken with respect to the whole interpolated D input
-    and its norm per example, as the reference does.
+    and its norm per example, as the reference does. For a multi-scale D
+    (`discriminate` returns a list) the outputs of all scales are summed.
     """
     interpolates = alpha * real + (1.0 - alpha) * fake
-    grads = jax.grad(lambda v: discriminate(v).astype(jnp.float32).sum())(interpolates)
+
+    def total(v: jax.Array) -> jax.Array:
+        out = discriminate(v)
+        return _over_scales(lambda logits: logits.astype(jnp.float32).sum(), out)
+
+    grads = jax.grad(total)(interpolates)
     flat = grads.reshape(grads.shape[0], -1).astype(jnp.float32)
     # The reference's +1e-16 keeps the norm differentiable where the gradient is 0.
     norms = jnp.linalg.norm(flat + 1e-16, axis=1)

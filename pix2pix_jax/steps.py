@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from pix2pix_jax import augment, labels, losses, metrics, schedules
+from pix2pix_jax import augment, labels, losses, metrics, models, schedules
 from pix2pix_jax.errors import ConfigError
 from pix2pix_jax.parallel import BATCH_AXIS
 
@@ -133,15 +133,42 @@ def d_input(setup: Setup, x: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.concatenate([x, y], axis=-1) if setup.loss.conditional_d else y
 
 
-def _discriminate(setup: Setup, d_params, batch_stats, d_in):
-    """D's logits on `d_in` in train mode, and its new batch statistics."""
+def _discriminate(setup: Setup, d_params, batch_stats, d_in, **kwargs):
+    """D's output on `d_in` in train mode, and its new batch statistics.
+
+    The output is logits (a list of them, one per scale, for a multi-scale D),
+    or with `return_features=True` what the discriminator returns then. The
+    statistics include spectral norm's power-iteration state, when D has it.
+    """
     logits, updates = setup.discriminator.apply(
         {"params": d_params, "batch_stats": batch_stats},
         d_in,
         train=True,
         mutable=["batch_stats"],
+        **kwargs,
     )
     return logits, updates.get("batch_stats", {})
+
+
+def _discriminate_features(setup: Setup, state: TrainState, x, fake, y):
+    """D's logits on the fake pair, both pairs' features (`models.scales`), D's new stats.
+
+    For pix2pixHD's feature matching: the real pair's features come from the same
+    (freshly updated) D as the fake's, as in pix2pixHD, where both come from one D
+    before either update; they are constants (stop_gradient), and the batch
+    statistics of that extra real call are dropped (the D update already counted
+    the real pair once this step; nothing reads D's running averages).
+    """
+    out, stats = _discriminate(
+        setup, state.d_params, state.d_batch_stats, d_input(setup, x, fake), return_features=True
+    )
+    real_out, _ = _discriminate(
+        setup, state.d_params, state.d_batch_stats, d_input(setup, x, y), return_features=True
+    )
+    fake_scales = models.scales(out)
+    real_scales = jax.tree.map(lax.stop_gradient, models.scales(real_out))
+    logits = [scale[-1] for scale in fake_scales]
+    return (logits if isinstance(out, list) else logits[0]), fake_scales, real_scales, stats
 
 
 def _d_loss_fn(d_params, state: TrainState, setup: Setup, real_in, fake_in):
@@ -205,11 +232,19 @@ def _generator_loss_fn(fake, state: TrainState, setup: Setup, x, y, frozen=None)
     `frozen`: the fixed networks' parameters that perceptual terms read (or None).
     """
     fake_logits, stats = None, state.d_batch_stats
-    if setup.use_gan:
+    features = {}
+    if setup.loss.needs_features:
+        fake_logits, fake_scales, real_scales, stats = _discriminate_features(
+            setup, state, x, fake, y
+        )
+        features = dict(fake_features=fake_scales, real_features=real_scales)
+    elif setup.use_gan:
         fake_logits, stats = _discriminate(
             setup, state.d_params, state.d_batch_stats, d_input(setup, x, fake)
         )
-    inputs = losses.GeneratorInputs(x, fake, y, fake_logits, setup.loss.gan_mode, frozen)
+    inputs = losses.GeneratorInputs(
+        x, fake, y, fake_logits, setup.loss.gan_mode, frozen, **features
+    )
     g_loss, terms = losses.generator_loss(setup.loss.g_terms, inputs)
     return g_loss, (terms, stats)
 

@@ -380,7 +380,8 @@ def test_unknown_init_type_is_named():
 def test_registries_hold_the_documented_options():
     # The option sets of configs/default.py's comments and the README's options table.
     assert models.GENERATORS.names() == (
-        "unet_256", "unet_128", "unet", "encoder_decoder", "resnet_6blocks", "resnet_9blocks",
+        "unet_256", "unet_128", "unet_512", "unet_1024", "unet", "encoder_decoder",
+        "resnet_6blocks", "resnet_9blocks",
     )  # fmt: skip
     assert models.DISCRIMINATORS.names() == ("basic", "n_layers", "pixel")
     assert models.NORMS.names() == ("batch", "sync_batch", "instance", "none")
@@ -395,7 +396,7 @@ def test_unknown_names_and_sizes_are_named():
     with pytest.raises(ConfigError, match=r"model.generator='resnet_7blocks' is not one of \("):
         models.create_generator(model_config(generator="resnet_7blocks"), 64, 3)
     with pytest.raises(ConfigError, match="resnet_9blocks"):  # the allowed values are listed
-        models.create_generator(model_config(generator="unet_512"), 64, 3)
+        models.create_generator(model_config(generator="unet_2048"), 64, 3)
     with pytest.raises(ConfigError, match=r"model.discriminator='pixelgan' is not one of \("):
         models.create_discriminator(model_config(discriminator="pixelgan"))
     with pytest.raises(ConfigError, match="'pixel'"):

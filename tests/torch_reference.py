@@ -628,3 +628,105 @@ class LPIPS(nn.Module):
 def lpips_heads_state_dict(model: LPIPS) -> "OrderedDict[str, torch.Tensor]":
     """The heads as the released weights/v0.1/*.pth hold them: the lin*.model.1.weight keys."""
     return OrderedDict((k, v) for k, v in model.state_dict().items() if k.startswith("lin"))
+
+
+# ---------------------------------------------------------------------------
+# pix2pixHD (NVIDIA/pix2pixHD, models/networks.py and models/pix2pixHD_model.py).
+# ---------------------------------------------------------------------------
+
+
+class HDNLayerDiscriminator(nn.Module):
+    """pix2pixHD's NLayerDiscriminator with getIntermFeat=True: blocks `model0` .. `model<n+1>`.
+
+    As pix2pixHD's, except `padw`: pix2pixHD pads its 4x4 convs by 2
+    (ceil((4 - 1) / 2)); the pix2pix PatchGAN that pix2pix_jax's scales are pads
+    by 1, which `padw=1` re-expresses. Every conv has a bias (pix2pixHD's
+    default), which pix2pix_jax's PatchGAN also has with instance norm.
+    """
+
+    def __init__(self, input_nc, ndf=64, n_layers=3, norm="instance", padw=2):
+        super().__init__()
+        norm_layer = get_norm_layer(norm)
+        self.n_layers = n_layers
+        kw = 4
+        sequence = [[nn.Conv2d(input_nc, ndf, kw, stride=2, padding=padw), nn.LeakyReLU(0.2, True)]]
+        nf = ndf
+        for _ in range(1, n_layers):
+            nf_prev, nf = nf, min(nf * 2, 512)
+            sequence += [[nn.Conv2d(nf_prev, nf, kw, stride=2, padding=padw), norm_layer(nf),
+                          nn.LeakyReLU(0.2, True)]]  # fmt: skip
+        nf_prev, nf = nf, min(nf * 2, 512)
+        sequence += [[nn.Conv2d(nf_prev, nf, kw, stride=1, padding=padw), norm_layer(nf),
+                      nn.LeakyReLU(0.2, True)]]  # fmt: skip
+        sequence += [[nn.Conv2d(nf, 1, kw, stride=1, padding=padw)]]
+        for n, block in enumerate(sequence):
+            setattr(self, f"model{n}", nn.Sequential(*block))
+
+    def forward(self, x):
+        res = [x]
+        for n in range(self.n_layers + 2):
+            res.append(getattr(self, f"model{n}")(res[-1]))
+        return res[1:]
+
+
+class HDMultiscaleDiscriminator(nn.Module):
+    """pix2pixHD's MultiscaleDiscriminator (getIntermFeat=True), its names and scale order.
+
+    `scale<i>_layer<j>` holds block j of the copy that sees the input downsampled
+    num_D - 1 - i times (pix2pixHD's numbering); the output lists the full
+    resolution first, each scale as [block outputs..., logits].
+    """
+
+    def __init__(self, input_nc, ndf=64, n_layers=3, norm="instance", num_D=3, padw=2):
+        super().__init__()
+        self.num_D, self.n_layers = num_D, n_layers
+        for i in range(num_D):
+            netD = HDNLayerDiscriminator(input_nc, ndf, n_layers, norm, padw)
+            for j in range(n_layers + 2):
+                setattr(self, f"scale{i}_layer{j}", getattr(netD, f"model{j}"))
+        self.downsample = nn.AvgPool2d(3, stride=2, padding=[1, 1], count_include_pad=False)
+
+    def forward(self, x):
+        result, x_down = [], x
+        for i in range(self.num_D):
+            model = [getattr(self, f"scale{self.num_D - 1 - i}_layer{j}")
+                     for j in range(self.n_layers + 2)]  # fmt: skip
+            res = [x_down]
+            for layer in model:
+                res.append(layer(res[-1]))
+            result.append(res[1:])
+            if i != self.num_D - 1:
+                x_down = self.downsample(x_down)
+        return result
+
+
+def hd_gan_loss(pred, target_is_real: bool, use_lsgan: bool):
+    """pix2pixHD's GANLoss on a multi-scale output: the sum over scales of the last entries.
+
+    use_lsgan=False is pix2pixHD's sigmoid + BCELoss, here on logits (BCEWithLogits).
+    """
+    loss = 0
+    for pred_i in pred:
+        logits = pred_i[-1]
+        target = torch.full_like(logits, 1.0 if target_is_real else 0.0)
+        if use_lsgan:
+            loss += F.mse_loss(logits, target)
+        else:
+            loss += F.binary_cross_entropy_with_logits(logits, target)
+    return loss
+
+
+def hd_feature_matching(pred_fake, pred_real, n_layers_D: int, num_D: int, lambda_feat: float):
+    """pix2pixHD_model.py's loss_G_GAN_Feat."""
+    loss = 0
+    feat_weights = 4.0 / (n_layers_D + 1)
+    D_weights = 1.0 / num_D
+    for i in range(num_D):
+        for j in range(len(pred_fake[i]) - 1):
+            loss += (
+                D_weights
+                * feat_weights
+                * F.l1_loss(pred_fake[i][j], pred_real[i][j].detach())
+                * lambda_feat
+            )
+    return loss

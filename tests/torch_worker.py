@@ -132,12 +132,24 @@ def _perceptual_inputs():
     return arrays
 
 
+# pix2pixHD's multi-scale D and feature matching: (num_D, n_layers_D, ndf, image side).
+HD_NUM_D, HD_N_LAYERS, HD_NDF, HD_SIZE = 3, 2, 8, 48
+HD_LAMBDA_FEAT = 10.0
+
+
+def _hd_inputs():
+    rng = np.random.default_rng(7)
+    pair = lambda: rng.uniform(-1, 1, (2, HD_SIZE, HD_SIZE, 6)).astype(np.float32)  # noqa: E731
+    return {"real": pair(), "fake": pair()}
+
+
 INPUTS = {
     "fidelity": _fidelity_inputs,
     "convert_weights": _convert_weights_inputs,
     "inception": _inception_inputs,
     "fcn8s": _fcn8s_inputs,
     "perceptual": _perceptual_inputs,
+    "hd": _hd_inputs,
 }
 
 # ---------------------------------------------------------------------------
@@ -475,12 +487,36 @@ def perceptual_job(torch, tr, out, inputs):
     return arrays, {"vgg19_keys": list(state_dict)}
 
 
+def hd_job(torch, tr, out, inputs):
+    """pix2pixHD's MultiscaleDiscriminator (random weights): features and losses."""
+    net = tr.HDMultiscaleDiscriminator(6, HD_NDF, HD_N_LAYERS, "instance", HD_NUM_D, padw=1)
+    net = tr.randomize(net, seed=11).train()
+    arrays = {f"params/{k}": v.detach().numpy() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        pred_real = net(_nchw(torch, inputs["real"]))
+        pred_fake = net(_nchw(torch, inputs["fake"]))
+        for name, pred in (("real", pred_real), ("fake", pred_fake)):
+            for i, scale in enumerate(pred):
+                for j, t in enumerate(scale):
+                    arrays[f"{name}/{i}/{j}"] = _nhwc(t)
+        for lsgan in (True, False):
+            mode = "lsgan" if lsgan else "vanilla"
+            loss_d = 0.5 * (tr.hd_gan_loss(pred_fake, False, lsgan)
+                            + tr.hd_gan_loss(pred_real, True, lsgan))  # fmt: skip
+            arrays[f"loss/{mode}/d"] = loss_d.numpy()
+            arrays[f"loss/{mode}/g_gan"] = tr.hd_gan_loss(pred_fake, True, lsgan).numpy()
+        feat = tr.hd_feature_matching(pred_fake, pred_real, HD_N_LAYERS, HD_NUM_D, HD_LAMBDA_FEAT)
+        arrays["loss/feat"] = feat.numpy()
+    return arrays, {"keys": list(net.state_dict())}
+
+
 JOBS = {
     "fidelity": fidelity_job,
     "convert_weights": convert_weights_job,
     "inception": inception_job,
     "fcn8s": fcn8s_job,
     "perceptual": perceptual_job,
+    "hd": hd_job,
 }
 
 

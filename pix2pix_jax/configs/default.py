@@ -56,8 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.prefetch = 2  # Batches kept ready per process (at least num_threads).
 
     config.model = ml_collections.ConfigDict()
-    # unet_256 | unet_128 | unet (depth from image_size) | encoder_decoder (unet, no skips)
-    # | resnet_6blocks | resnet_9blocks (image_size divisible by 4).
+    # unet_256 | unet_128 | unet_512 (also 1024x512) | unet_1024 | unet (depth from image_size)
+    # | encoder_decoder (unet, no skips) | resnet_6blocks | resnet_9blocks (sides divisible by 4).
     config.model.generator = "unet"
     config.model.discriminator = "basic"  # basic (70x70 PatchGAN) | n_layers | pixel (1x1).
     config.model.n_layers_d = 3  # Discriminator depth when discriminator == 'n_layers'.
@@ -70,6 +70,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.init_type = "normal"  # normal | xavier | kaiming | orthogonal (conv weights).
     config.model.init_gain = 0.02  # Std of normal, gain of xavier/orthogonal and of BN scales.
     config.model.compute_dtype = "float32"  # Activation dtype; parameters stay float32.
+    # Beyond the paper (pix2pixHD / SPADE switches; the defaults are the paper's network):
+    config.model.num_d = 1  # Discriminators on a 1, 1/2, 1/4.. input pyramid (pix2pixHD: 2-3).
+    config.model.spectral_norm = "none"  # Spectrally normalised convs: none | d | g | both.
+    config.model.upsample = "transpose"  # Decoder up-sampling: transpose | resize_conv.
+    config.model.upsample_method = "nearest"  # resize_conv's resize: nearest | bilinear.
+    config.model.remat = False  # Recompute the generator's blocks in backward: less memory.
 
     config.loss = ml_collections.ConfigDict()
     config.loss.gan_mode = "vanilla"  # vanilla (non-saturating) | lsgan | hinge | wgangp.
@@ -82,6 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.lambda_lpips = 0.0  # LPIPS (lpips package, v0.1) in G's loss; 0 = off.
     config.loss.lpips_weights = ""  # lpips' linear heads: weights/v0.1/alex.pth or vgg.pth.
     config.loss.lpips_backbone = ""  # torchvision's alexnet or vgg16 state_dict for those heads.
+    config.loss.lambda_feat = 0.0  # D feature matching (pix2pixHD: 10); 0 disables it.
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 2e-4  # Adam step size of G (and of D, by default).

@@ -5,7 +5,10 @@ and the ResNet generator; discriminators (`discriminators`): the n-layer
 PatchGAN and the 1x1 PixelGAN; their shared layers (`layers`: norms,
 initialisers, the up-convolution) and the XLA:CPU convolution kernels
 (`cpu_kernels`). Each config choice is a registry: `GENERATORS`,
-`DISCRIMINATORS`, `NORMS`, `INITS`.
+`DISCRIMINATORS`, `NORMS`, `INITS`. Beyond the paper, as switches that are off
+by default: multi-scale discriminators (`model.num_d`, pix2pixHD), spectral
+norm (`model.spectral_norm`), resize-convolutions (`model.upsample`) and
+rematerialised generator blocks (`model.remat`).
 
 The architectures follow Isola et al. (2017), appendix 6.1, with the layer
 details of the reference PyTorch implementation (junyanz/pytorch-CycleGAN-and-
@@ -35,12 +38,16 @@ from pix2pix_jax.models.cpu_kernels import conv_by_dot, down_conv, down_conv_pri
 from pix2pix_jax.models.discriminators import (
     DISCRIMINATORS,
     PIXEL_LAYERS,
+    MultiscaleDiscriminator,
     PatchDiscriminator,
     PixelDiscriminator,
     create_discriminator,
     discriminator_layers,
+    downsample,
+    num_scales,
     patch_layers,
     receptive_field,
+    scales,
 )
 from pix2pix_jax.models.generators import (
     DROPOUT_LAYOUTS,
@@ -55,15 +62,23 @@ from pix2pix_jax.models.generators import (
 from pix2pix_jax.models.layers import (
     INITS,
     NORMS,
+    SPECTRAL_NORMS,
+    UPSAMPLE_METHODS,
+    UPSAMPLES,
     BatchNorm,
     Norm,
+    ResizeConv,
     UpConv,
     conv_bias,
     conv_init,
+    maybe_spectral,
     model_options,
     norm_scale_init,
     reflect_pad,
     scale_init,
+    spectral_norm_on,
+    up_layer,
+    upsample_options,
     weight_init,
 )
 
@@ -78,7 +93,7 @@ def check_config(model_config: Any, image_shape: int | tuple[int, int]) -> None:
     """
     size = (image_shape, image_shape) if isinstance(image_shape, int) else tuple(image_shape)
     GENERATORS.get(model_config.generator)(model_config, size, 1)
-    DISCRIMINATORS.get(model_config.discriminator)(model_config)
+    create_discriminator(model_config)
 
 
 def count_params(params: Any) -> int:
@@ -93,7 +108,12 @@ __all__ = [
     "INITS",
     "NORMS",
     "BatchNorm",
+    "MultiscaleDiscriminator",
     "PIXEL_LAYERS",
+    "ResizeConv",
+    "SPECTRAL_NORMS",
+    "UPSAMPLES",
+    "UPSAMPLE_METHODS",
     "Norm",
     "PatchDiscriminator",
     "PixelDiscriminator",
@@ -109,6 +129,13 @@ __all__ = [
     "create_discriminator",
     "create_generator",
     "discriminator_layers",
+    "downsample",
+    "maybe_spectral",
+    "num_scales",
+    "scales",
+    "spectral_norm_on",
+    "up_layer",
+    "upsample_options",
     "down_conv",
     "down_conv_primitive",
     "dropout_blocks",

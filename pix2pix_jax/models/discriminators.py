@@ -6,6 +6,12 @@ Both modules take `(input, image)` pairs concatenated on channels and, with
 `return_features=True`, also return the feature map of each conv block after
 its LeakyReLU (the logits excluded), which pix2pixHD's feature-matching loss
 compares between real and fake pairs.
+
+`model.num_d` > 1 wraps the chosen discriminator in a `MultiscaleDiscriminator`
+(pix2pixHD, Wang et al. 2018): one copy per scale of the input pyramid, whose
+output is a list with one entry per scale; `scales(output)` turns either form
+into pix2pixHD's nested lists. `model.spectral_norm` (`d`, `both`) spectrally
+normalises every conv of the discriminator (`layers.maybe_spectral`).
 """
 
 from collections.abc import Callable
@@ -17,13 +23,22 @@ import jax.numpy as jnp
 
 from pix2pix_jax.errors import ConfigError
 from pix2pix_jax.models.cpu_kernels import down_conv
-from pix2pix_jax.models.layers import Norm, conv_bias, model_options, weight_init
+from pix2pix_jax.models.layers import (
+    Norm,
+    conv_bias,
+    maybe_spectral,
+    model_options,
+    spectral_norm_on,
+    weight_init,
+)
 from pix2pix_jax.registry import Registry
 
 DISCRIMINATORS: Registry[Callable[[Any], nn.Module]] = Registry("model.discriminator")
 
-# logits, or (logits, [the feature map after each LeakyReLU, input to output]).
-Output = jax.Array | tuple[jax.Array, list[jax.Array]]
+# One discriminator's output: logits, or (logits, [the feature map after each LeakyReLU,
+# input to output]); a MultiscaleDiscriminator's: a list of those, one per scale.
+SingleOutput = jax.Array | tuple[jax.Array, list[jax.Array]]
+Output = SingleOutput | list[SingleOutput]
 
 
 def patch_layers(n_layers: int) -> tuple[tuple[int, int], ...]:
@@ -55,6 +70,7 @@ class PatchDiscriminator(nn.Module):
     dtype: Any = jnp.float32
     init_type: str = "normal"
     init_gain: float = 0.02
+    spectral_norm: bool = False
 
     @property
     def layers(self) -> tuple[tuple[int, int], ...]:
@@ -70,23 +86,26 @@ class PatchDiscriminator(nn.Module):
         """
         use_bias = conv_bias(self.norm)
         conv = dict(dtype=self.dtype, kernel_init=weight_init(self.init_type, self.init_gain))
+        sn = dict(spectral_norm=self.spectral_norm, train=train)
         features = []
         h = x.astype(self.dtype)
         for i, (_, stride) in enumerate(self.layers[:-1]):  # all 4x4: `down_conv`
             # No norm after the first conv: that one keeps its bias.
-            h = down_conv(
+            layer = down_conv(
                 self.ndf * min(2**i, 8),
                 use_bias=i == 0 or use_bias,
                 strides=stride,
                 name=f"conv_{i}",
                 **conv,
-            )(h)
+            )
+            h = maybe_spectral(layer, h, **sn)
             if i > 0:
                 h = Norm(self.norm, self.dtype, self.init_gain, name=f"norm_{i}")(h, train=train)
             h = nn.leaky_relu(h, 0.2)
             features.append(h)
         _, stride = self.layers[-1]
-        logits = down_conv(1, use_bias=True, strides=stride, name="logits", **conv)(h)
+        head = down_conv(1, use_bias=True, strides=stride, name="logits", **conv)
+        logits = maybe_spectral(head, h, **sn)
         return (logits, features) if return_features else logits
 
 
@@ -105,6 +124,7 @@ class PixelDiscriminator(nn.Module):
     dtype: Any = jnp.float32
     init_type: str = "normal"
     init_gain: float = 0.02
+    spectral_norm: bool = False
 
     @property
     def layers(self) -> tuple[tuple[int, int], ...]:
@@ -123,13 +143,68 @@ class PixelDiscriminator(nn.Module):
             kernel_init=weight_init(self.init_type, self.init_gain),
             dtype=self.dtype,
         )
-        h = nn.Conv(self.ndf, use_bias=True, name="conv_0", **conv)(x.astype(self.dtype))
-        features = [nn.leaky_relu(h, 0.2)]
-        h = nn.Conv(2 * self.ndf, use_bias=use_bias, name="conv_1", **conv)(features[-1])
-        h = Norm(self.norm, self.dtype, self.init_gain, name="norm_1")(h, train=train)
+        sn = dict(spectral_norm=self.spectral_norm, train=train)
+        layer = nn.Conv(self.ndf, use_bias=True, name="conv_0", **conv)
+        features = [nn.leaky_relu(maybe_spectral(layer, x.astype(self.dtype), **sn), 0.2)]
+        layer = nn.Conv(2 * self.ndf, use_bias=use_bias, name="conv_1", **conv)
+        h = Norm(self.norm, self.dtype, self.init_gain, name="norm_1")(
+            maybe_spectral(layer, features[-1], **sn), train=train
+        )
         features.append(nn.leaky_relu(h, 0.2))
-        logits = nn.Conv(1, use_bias=use_bias, name="logits", **conv)(features[-1])
+        layer = nn.Conv(1, use_bias=use_bias, name="logits", **conv)
+        logits = maybe_spectral(layer, features[-1], **sn)
         return (logits, features) if return_features else logits
+
+
+def downsample(x: jax.Array) -> jax.Array:
+    """pix2pixHD's pyramid step: AvgPool2d(3, stride=2, padding=1, count_include_pad=False)."""
+    return nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), count_include_pad=False)
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """pix2pixHD's MultiscaleDiscriminator: `num_d` discriminators on an input pyramid.
+
+    Scale i sees the input average-pooled i times (`downsample`), and each is a
+    copy of `scale` (same architecture, its own parameters). The output is a
+    list with one entry per scale, full resolution first, each what `scale`
+    returns (logits, or (logits, features) with `return_features`); the GAN
+    losses sum over it (`losses.discriminator_loss`), as pix2pixHD's GANLoss does.
+
+    Names: `scale_0` (full resolution) .. `scale_<num_d - 1>`, each holding
+    `scale`'s names. pix2pixHD numbers its copies the other way round: its
+    `layer<num_d - 1 - i>` (or `scale<num_d - 1 - i>_layer<j>`) is our `scale_i`.
+    """
+
+    scale: nn.Module
+    num_d: int = 3
+
+    @property
+    def layers(self) -> tuple[tuple[int, int], ...]:
+        """(kernel, stride) of each conv of one scale, input to output."""
+        return self.scale.layers
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, *, train: bool, return_features: bool = False
+    ) -> list[SingleOutput]:
+        """Each scale's output on the pyramid of `x` (NHWC (input, image) pairs)."""
+        outputs = []
+        for i in range(self.num_d):
+            if i > 0:
+                x = downsample(x)
+            scale = self.scale.clone(parent=self, name=f"scale_{i}")
+            outputs.append(scale(x, train=train, return_features=return_features))
+        return outputs
+
+
+def scales(output: Output) -> list[list[jax.Array]]:
+    """D's output with features as pix2pixHD's: per scale, [feature maps..., logits].
+
+    `output` is what a discriminator returns with `return_features=True`: one
+    (logits, features) pair, or a list of them (`MultiscaleDiscriminator`).
+    """
+    pairs = output if isinstance(output, list) else [output]
+    return [[*features, logits] for logits, features in pairs]
 
 
 # --- the registry ------------------------------------------------------------------------------
@@ -164,13 +239,27 @@ def _pixel(model_config: Any) -> PixelDiscriminator:
     return PixelDiscriminator(ndf=model_config.ndf, **model_options(model_config))
 
 
-def create_discriminator(model_config: Any) -> nn.Module:
-    """The discriminator named by `model_config.discriminator`.
+def num_scales(model_config: Any) -> int:
+    """`model.num_d`, checked (older configs: 1)."""
+    num_d = getattr(model_config, "num_d", 1)
+    if not isinstance(num_d, int) or isinstance(num_d, bool) or num_d < 1:
+        raise ConfigError(f"model.num_d must be an integer >= 1, got {num_d!r}")
+    return num_d
 
-    Raises a ConfigError naming the field for an unknown name, norm or init type,
-    or a bad `model.n_layers_d`.
+
+def create_discriminator(model_config: Any) -> nn.Module:
+    """The discriminator named by `model_config.discriminator`, at `model.num_d` scales.
+
+    With `num_d` 1 it is the named module itself (the paper's parameter tree);
+    above, a `MultiscaleDiscriminator` of it. Raises a ConfigError naming the
+    field for an unknown name, norm, init type or spectral norm choice, or a bad
+    `model.n_layers_d` or `model.num_d`.
     """
-    return DISCRIMINATORS.get(model_config.discriminator)(model_config)
+    single = DISCRIMINATORS.get(model_config.discriminator)(model_config)
+    if spectral_norm_on(model_config, "d"):
+        single = single.clone(spectral_norm=True)
+    num_d = num_scales(model_config)
+    return single if num_d == 1 else MultiscaleDiscriminator(single, num_d)
 
 
 def discriminator_layers(model_config: Any) -> tuple[tuple[int, int], ...]:

@@ -18,10 +18,13 @@ from pix2pix_jax.errors import ConfigError
 from pix2pix_jax.models.cpu_kernels import down_conv
 from pix2pix_jax.models.layers import (
     Norm,
-    UpConv,
     conv_bias,
+    maybe_spectral,
     model_options,
     reflect_pad,
+    spectral_norm_on,
+    up_layer,
+    upsample_options,
     weight_init,
 )
 from pix2pix_jax.registry import Registry
@@ -77,6 +80,14 @@ class UnetGenerator(nn.Module):
     as the reference's nested UnetSkipConnectionBlocks: `down_k` (the 4x4
     stride-2 conv), `down_k_norm` (k = 2 .. n-1), `up_k` (the up-conv back to
     block k's input size), `up_k_norm` (k = 2 .. n), `up_k_dropout`.
+
+    Options beyond the paper (all off by default, which is the paper's network
+    bit for bit): `upsample` `resize_conv` makes each `up_k` a `ResizeConv`
+    (`upsample_method` nearest or bilinear, then 3x3) instead of the transposed
+    conv; `spectral_norm` normalises every conv kernel (`maybe_spectral`);
+    `remat` rematerialises each encoder and decoder block (`nn.remat`: its
+    activations are recomputed in the backward pass), the same function and
+    parameters with less memory.
     """
 
     num_downs: int
@@ -89,6 +100,10 @@ class UnetGenerator(nn.Module):
     skip_connections: bool = True
     init_type: str = "normal"
     init_gain: float = 0.02
+    upsample: str = "transpose"
+    upsample_method: str = "nearest"
+    spectral_norm: bool = False
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -96,39 +111,73 @@ class UnetGenerator(nn.Module):
         n = self.num_downs
         if n < 2:
             raise ValueError(f"a U-Net needs at least 2 downsamplings, got {n}")
-        use_bias = conv_bias(self.norm)
-        kernel_init = weight_init(self.init_type, self.init_gain)
-        up = dict(dtype=self.dtype, init_type=self.init_type, init_gain=self.init_gain)
         # channels[k]: the output channels of down_k (k = 1 .. n); channels[0]: the image's.
         channels = [self.out_channels] + [min(self.ngf * 2**i, self.ngf * 8) for i in range(n)]
-        skips = {}
         noisy = dropout_blocks(self.dropout_layout, n) if self.dropout_rate > 0 else ()
+
+        def down(module: nn.Module, h: jax.Array, k: int) -> jax.Array:
+            return module._down_block(h, k, channels[k], train)
+
+        def up(module: nn.Module, h: jax.Array, skip: jax.Array | None, k: int) -> jax.Array:
+            return module._up_block(h, skip, k, channels[k - 1], k in noisy, train)
+
+        if self.remat:
+            # Each block's activations are recomputed in the backward pass instead of
+            # kept: the lifted functions keep the submodules' names and dropout keys.
+            down, up = nn.remat(down, static_argnums=(2,)), nn.remat(up, static_argnums=(3,))
+        skips = {}
         h = x.astype(self.dtype)
         for k in range(1, n + 1):
-            if k > 1:
-                h = nn.leaky_relu(h, 0.2)
-            h = down_conv(
-                channels[k],
-                use_bias=use_bias,
-                dtype=self.dtype,
-                kernel_init=kernel_init,
-                name=f"down_{k}",
-            )(h)
-            if 1 < k < n:
-                h = self._norm(f"down_{k}_norm")(h, train=train)
-            skips[k] = h
+            h = skips[k] = down(self, h, k)
         for k in range(n, 0, -1):
-            if k < n and self.skip_connections:
-                h = jnp.concatenate([skips[k], h], axis=-1)
-            h = nn.relu(h)
-            if k == 1:  # the outermost block: a bias (no norm follows), then tanh
-                return jnp.tanh(UpConv(channels[0], use_bias=True, name="up_1", **up)(h))
-            h = UpConv(channels[k - 1], use_bias=use_bias, name=f"up_{k}", **up)(h)
-            h = self._norm(f"up_{k}_norm")(h, train=train)
-            if k in noisy:
-                dropout = nn.Dropout(self.dropout_rate, name=f"up_{k}_dropout")
-                h = dropout(h, deterministic=not train)
-        raise AssertionError("unreachable")
+            h = up(self, h, skips[k] if k < n and self.skip_connections else None, k)
+        return h
+
+    def _down_block(self, h: jax.Array, k: int, features: int, train: bool) -> jax.Array:
+        """Encoder block k: [LeakyReLU] -> `down_k` -> [`down_k_norm`]."""
+        if k > 1:
+            h = nn.leaky_relu(h, 0.2)
+        conv = down_conv(
+            features,
+            use_bias=conv_bias(self.norm),
+            dtype=self.dtype,
+            kernel_init=weight_init(self.init_type, self.init_gain),
+            name=f"down_{k}",
+        )
+        h = maybe_spectral(conv, h, spectral_norm=self.spectral_norm, train=train)
+        if 1 < k < self.num_downs:
+            h = self._norm(f"down_{k}_norm")(h, train=train)
+        return h
+
+    def _up_block(
+        self, h: jax.Array, skip: jax.Array | None, k: int, features: int, noisy: bool, train: bool
+    ) -> jax.Array:
+        """Decoder block k: [skip, h] -> ReLU -> `up_k` -> `up_k_norm` [-> dropout]; tanh at k = 1.
+
+        The concatenation is inside the block, so that with `remat` it is recomputed
+        rather than kept beside the skip and `h` it copies.
+        """
+        if skip is not None:
+            h = jnp.concatenate([skip, h], axis=-1)
+        h = nn.relu(h)
+        outermost = k == 1  # a bias (no norm follows), then tanh
+        conv = up_layer(
+            self.upsample,
+            self.upsample_method,
+            features,
+            outermost or conv_bias(self.norm),
+            self.dtype,
+            init_type=self.init_type,
+            init_gain=self.init_gain,
+            name=f"up_{k}",
+        )
+        h = maybe_spectral(conv, h, spectral_norm=self.spectral_norm, train=train)
+        if outermost:
+            return jnp.tanh(h)
+        h = self._norm(f"up_{k}_norm")(h, train=train)
+        if noisy:
+            h = nn.Dropout(self.dropout_rate, name=f"up_{k}_dropout")(h, deterministic=not train)
+        return h
 
     def _norm(self, name: str) -> Norm:
         return Norm(self.norm, self.dtype, self.init_gain, name=name)
@@ -138,7 +187,8 @@ class ResnetBlock(nn.Module):
     """The reference's ResnetBlock: x + [pad, conv3x3, norm, ReLU, dropout, pad, conv3x3, norm].
 
     Dropout only when `dropout_rate` > 0 (the reference's `use_dropout`).
-    Names: `conv_1`, `norm_1`, `dropout`, `conv_2`, `norm_2`.
+    Names: `conv_1`, `norm_1`, `dropout`, `conv_2`, `norm_2`; with
+    `spectral_norm`, both convs are spectrally normalised (`maybe_spectral`).
     """
 
     features: int
@@ -147,6 +197,7 @@ class ResnetBlock(nn.Module):
     init_type: str = "normal"
     init_gain: float = 0.02
     dtype: Any = jnp.float32
+    spectral_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -160,11 +211,12 @@ class ResnetBlock(nn.Module):
             dtype=self.dtype,
         )
         norm = dict(kind=self.norm, dtype=self.dtype, init_gain=self.init_gain)
-        h = nn.Conv(**conv, name="conv_1")(reflect_pad(x, 1))
+        sn = dict(spectral_norm=self.spectral_norm, train=train)
+        h = maybe_spectral(nn.Conv(**conv, name="conv_1"), reflect_pad(x, 1), **sn)
         h = nn.relu(Norm(**norm, name="norm_1")(h, train=train))
         if self.dropout_rate > 0:  # the reference's use_dropout: between the two convs
             h = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(h)
-        h = nn.Conv(**conv, name="conv_2")(reflect_pad(h, 1))
+        h = maybe_spectral(nn.Conv(**conv, name="conv_2"), reflect_pad(h, 1), **sn)
         return x + Norm(**norm, name="norm_2")(h, train=train)
 
 
@@ -181,6 +233,9 @@ class ResnetGenerator(nn.Module):
     Names, input to output: `stem`, `stem_norm`; `down_1`, `down_1_norm`,
     `down_2`, `down_2_norm`; `block_1` .. `block_<n_blocks>` (`ResnetBlock`s);
     `up_1`, `up_1_norm`, `up_2`, `up_2_norm`; `head` (the c7s1-out conv).
+
+    Options as `UnetGenerator`'s: `upsample` (`resize_conv`: 3x3 after the
+    resize), `spectral_norm` (every conv), `remat` (each residual block).
     """
 
     n_blocks: int = 9
@@ -191,6 +246,10 @@ class ResnetGenerator(nn.Module):
     init_type: str = "normal"
     init_gain: float = 0.02
     dtype: Any = jnp.float32
+    upsample: str = "transpose"
+    upsample_method: str = "nearest"
+    spectral_norm: bool = False
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -203,26 +262,41 @@ class ResnetGenerator(nn.Module):
             norm = Norm(self.norm, self.dtype, self.init_gain, name=name)
             return nn.relu(norm(h, train=train))
 
+        sn = dict(spectral_norm=self.spectral_norm, train=train)
         stem = nn.Conv(self.ngf, (7, 7), padding="VALID", name="stem", **conv)
-        h = norm_relu(stem(reflect_pad(x.astype(self.dtype), 3)), "stem_norm")
+        h = norm_relu(maybe_spectral(stem, reflect_pad(x.astype(self.dtype), 3), **sn), "stem_norm")
         for i, mult in enumerate((2, 4), start=1):  # 3x3, stride 2, zero padding 1
             down = nn.Conv(self.ngf * mult, (3, 3), 2, ((1, 1), (1, 1)), name=f"down_{i}", **conv)
-            h = norm_relu(down(h), f"down_{i}_norm")
-        for i in range(1, self.n_blocks + 1):
+            h = norm_relu(maybe_spectral(down, h, **sn), f"down_{i}_norm")
+
+        def residual(module: nn.Module, h: jax.Array, i: int) -> jax.Array:
             block = ResnetBlock(
                 self.ngf * 4,
                 self.norm,
                 self.dropout_rate,
                 dtype=self.dtype,
+                spectral_norm=self.spectral_norm,
                 name=f"block_{i}",
                 **init,
             )
-            h = block(h, train=train)
+            return block(h, train=train)
+
+        if self.remat:  # a lifted function: the block keeps its name and dropout keys
+            residual = nn.remat(residual, static_argnums=(2,))
+        for i in range(1, self.n_blocks + 1):
+            h = residual(self, h, i)
         for i, mult in enumerate((2, 1), start=1):  # ConvTranspose2d(k=3, s=2, p=1, out_pad=1)
-            up = UpConv(
-                self.ngf * mult, conv["use_bias"], self.dtype, kernel_size=3, name=f"up_{i}", **init
+            up = up_layer(
+                self.upsample,
+                self.upsample_method,
+                self.ngf * mult,
+                conv["use_bias"],
+                self.dtype,
+                kernel_size=3,
+                name=f"up_{i}",
+                **init,
             )
-            h = norm_relu(up(h), f"up_{i}_norm")
+            h = norm_relu(maybe_spectral(up, h, **sn), f"up_{i}_norm")
         head = nn.Conv(
             self.out_channels,
             (7, 7),
@@ -231,7 +305,7 @@ class ResnetGenerator(nn.Module):
             dtype=self.dtype,
             name="head",
         )
-        return jnp.tanh(head(reflect_pad(h, 3)))
+        return jnp.tanh(maybe_spectral(head, reflect_pad(h, 3), **sn))
 
 
 # --- the registry ------------------------------------------------------------------------------
@@ -239,10 +313,16 @@ class ResnetGenerator(nn.Module):
 
 def _options(model_config: Any, out_channels: int) -> dict[str, Any]:
     """The constructor arguments every generator takes, validated."""
+    remat = getattr(model_config, "remat", False)
+    if not isinstance(remat, bool):
+        raise ConfigError(f"model.remat must be True or False, got {remat!r}")
     return dict(
         out_channels=out_channels,
         ngf=model_config.ngf,
         dropout_rate=model_config.dropout_rate,
+        spectral_norm=spectral_norm_on(model_config, "g"),
+        remat=remat,
+        **upsample_options(model_config),
         **model_options(model_config),
     )
 
@@ -295,6 +375,10 @@ def _unet(num_downs: int | None, skip_connections: bool = True) -> GeneratorBuil
 
 GENERATORS.register("unet_256")(_unet(8))
 GENERATORS.register("unet_128")(_unet(7))
+# Deeper U-Nets for high-resolution crops (pix2pixHD's 2048x1024 / 1024x512 regime):
+# unet_512 takes 512x512 and 1024x512 (the shorter side sets the depth), unet_1024 1024x1024.
+GENERATORS.register("unet_512")(_unet(9))
+GENERATORS.register("unet_1024")(_unet(10))
 GENERATORS.register("unet")(_unet(None))
 GENERATORS.register("encoder_decoder")(_unet(None, skip_connections=False))
 GENERATORS.register("resnet_6blocks")(_resnet(6))

@@ -3,13 +3,20 @@
 * `NORMS` (config field `model.norm`) and the `Norm` module that applies one;
 * `INITS` (config field `model.init_type`), `weight_init` and the batch-norm
   scale initialisers, which reproduce the reference's `init_weights`;
-* `UpConv`, PyTorch's stride-2 ConvTranspose2d by the sub-pixel decomposition;
+* `UpConv`, PyTorch's stride-2 ConvTranspose2d by the sub-pixel decomposition,
+  and `ResizeConv`, its checkerboard-free alternative (`model.upsample`);
+* `SPECTRAL_NORMS` (config field `model.spectral_norm`) and `maybe_spectral`,
+  which applies a layer with its kernels spectrally normalised;
 * `reflect_pad`, `conv_bias` and `model_options`, the validated layer
   options of a model config.
 
 Names: `Norm` holds its normalisation as the child `batch_norm` (parameters
 `scale`, `bias`; batch statistics `mean`, `var`) or `instance_norm` (none);
-`UpConv` holds the parameters `kernel` (k, k, in, out) and `bias`.
+`UpConv` holds the parameters `kernel` (k, k, in, out) and `bias`; `ResizeConv`
+is an `nn.Conv` (`kernel` (3, 3, in, out), `bias`) under the up-conv's name.
+A spectrally normalised layer keeps its parameters under its own name; its
+power-iteration state (flax's `SpectralNorm`: `u` and `sigma`) is in
+`batch_stats` under `<layer name>_sn`, keys `<layer name>/kernel/u` and `.../sigma`.
 """
 
 import math
@@ -296,6 +303,103 @@ class UpConv(nn.Module):
         return y
 
 
+# model.upsample: how the decoders double H, W; model.upsample_method: resize_conv's resize.
+UPSAMPLES = ("transpose", "resize_conv")
+UPSAMPLE_METHODS = ("nearest", "bilinear")
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+class ResizeConv(nn.Module):
+    """Up-sampling by 2 (nearest or bilinear), then a 3x3, padding-1 convolution.
+
+    The fix for the checkerboard artifacts of transposed convolutions (Odena,
+    Dumoulin, Olah, "Deconvolution and Checkerboard Artifacts", Distill 2016):
+    every output pixel sees the same number of kernel taps. `method` is
+    `nearest` (repeat each pixel) or `bilinear` (`jax.image.resize`: half-pixel
+    centres, PyTorch's `align_corners=False`). The convolution's parameters are
+    this module's own `kernel` (3, 3, in, out: HWIO, initialised as an ordinary
+    conv's) and `bias`, so the parameter tree reads as `UpConv`'s.
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    method: str = "nearest"
+    init_type: str = "normal"
+    init_gain: float = 0.02
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Upsample `x` (NHWC) by 2 in height and width."""
+        kernel = self.param(
+            "kernel",
+            weight_init(self.init_type, self.init_gain),
+            (3, 3, x.shape[-1], self.features),
+        )
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        n, h, w, c = x.shape
+        if self.method == "nearest":
+            x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        elif self.method == "bilinear":
+            x = jax.image.resize(x, (n, 2 * h, 2 * w, c), "bilinear", antialias=False)
+        else:
+            raise ValueError(
+                f"ResizeConv method must be one of {UPSAMPLE_METHODS}, got {self.method!r}"
+            )
+        y = cpu_kernels.down_conv_primitive(
+            x, kernel, (1, 1), ((1, 1), (1, 1)),
+            dimension_numbers=jax.lax.conv_dimension_numbers(x.shape, kernel.shape, _NHWC),
+        )  # fmt: skip
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        return y
+
+
+def up_layer(
+    upsample: str,
+    method: str,
+    features: int,
+    use_bias: bool,
+    dtype: Any,
+    *,
+    kernel_size: int = 4,
+    init_type: str = "normal",
+    init_gain: float = 0.02,
+    name: str,
+) -> nn.Module:
+    """The decoder's stride-2 up-sampling layer: `UpConv` (`transpose`) or `ResizeConv`.
+
+    `kernel_size` is the transposed conv's (4 for the U-Net, 3 for the ResNet
+    generator); the resize-conv is 3x3 in both.
+    """
+    init = dict(init_type=init_type, init_gain=init_gain, name=name)
+    if upsample == "resize_conv":
+        return ResizeConv(features, use_bias, dtype, method, **init)
+    return UpConv(features, use_bias, dtype, kernel_size, **init)
+
+
+# --- spectral normalisation --------------------------------------------------------------------
+
+# model.spectral_norm: the networks whose convolutions are spectrally normalised.
+SPECTRAL_NORMS = {"none": "", "d": "d", "g": "g", "both": "gd"}
+
+
+def maybe_spectral(
+    layer: nn.Module, x: jax.Array, *, spectral_norm: bool, train: bool
+) -> jax.Array:
+    """`layer(x)`, with its kernel divided by its largest singular value if `spectral_norm`.
+
+    Miyato et al. (2018), as SPADE (Park et al. 2019) uses it: flax's `SpectralNorm`,
+    one power iteration per call in training (`train`: the new `u` and `sigma` are
+    written to `batch_stats`, so the train step keeps them and checkpoints them),
+    none otherwise. Kernels are flattened to (k*k*in, out); biases are left alone.
+    The wrapper is named `<layer name>_sn`; the layer keeps its own name and params.
+    """
+    if not spectral_norm:
+        return layer(x)
+    return nn.SpectralNorm(layer, name=f"{layer.name}_sn")(x, update_stats=train)
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -323,3 +427,22 @@ def model_options(model_config: Any) -> dict[str, Any]:
         init_type=init_type,
         init_gain=float(init_gain),
     )
+
+
+def spectral_norm_on(model_config: Any, network: str) -> bool:
+    """Whether `model.spectral_norm` normalises `network` ('g' or 'd'); a ConfigError if unknown."""
+    value = getattr(model_config, "spectral_norm", "none")  # older configs: none
+    if value not in SPECTRAL_NORMS:
+        raise ConfigError(f"model.spectral_norm={value!r} is not one of {tuple(SPECTRAL_NORMS)}")
+    return network in SPECTRAL_NORMS[value]
+
+
+def upsample_options(model_config: Any) -> dict[str, str]:
+    """The validated `model.upsample` and `model.upsample_method` (older configs: transpose)."""
+    upsample = getattr(model_config, "upsample", "transpose")
+    method = getattr(model_config, "upsample_method", "nearest")
+    if upsample not in UPSAMPLES:
+        raise ConfigError(f"model.upsample={upsample!r} is not one of {UPSAMPLES}")
+    if method not in UPSAMPLE_METHODS:
+        raise ConfigError(f"model.upsample_method={method!r} is not one of {UPSAMPLE_METHODS}")
+    return dict(upsample=upsample, upsample_method=method)
