@@ -42,9 +42,6 @@ The runs log val L1 / PSNR / SSIM (and FID with eval.inception_weights); the
 segmentation scores of the papers need their segmentation networks. The FCN-score of
 pix2pix (`evaluate --fcn_weights ... --cityscapes_dir=/data/cityscapes`) works on these
 runs too: the records are named after their Cityscapes frames.
-
-Fields set here that come from the other pix2pixHD/SPADE switches of the same issue:
-model.num_d, model.spectral_norm, loss.lambda_feat, loss.lambda_vgg, loss.vgg_weights.
 """
 
 from typing import Any
@@ -105,7 +102,7 @@ ARGUMENTS = tuple(RECIPES)
 
 
 def _set(config: ml_collections.ConfigDict, field: str, value: Any) -> None:
-    """config[section][name] = value; a field the defaults lack yet is added."""
+    """config[section][name] = value."""
     section, name = field.split(".")
     config[section][name] = value
 

@@ -15,7 +15,7 @@ pix2pixHD uses it with the weight `lambda_feat` = 10 (`loss.lambda_vgg`).
 Grayscale images are repeated to three channels and RGBA loses its alpha
 (pix2pixHD knows RGB only).
 
-Weights: torchvision's ImageNet VGG19, `vgg19-dcbb9e9d.pth` (`WEIGHTS_URL`;
+Weights: torchvision's ImageNet VGG19, `vgg19-dcbbb69b.pth` (`WEIGHTS_URL`;
 what `torchvision.models.vgg19(pretrained=True)` downloads), read by
 `torch_weights` without torch. Only the convolutions up to conv5_1 are used;
 the rest of the file (conv5_2-5_4, the classifier) is allowed and ignored.
@@ -37,7 +37,7 @@ import numpy as np
 from pix2pix_jax import torch_weights
 from pix2pix_jax.errors import DataError
 
-WEIGHTS_FILE = "vgg19-dcbb9e9d.pth"
+WEIGHTS_FILE = "vgg19-dcbbb69b.pth"
 WEIGHTS_URL = "https://download.pytorch.org/models/" + WEIGHTS_FILE
 WIDTH = 64  # torchvision's first-stage channels; the other widths are multiples of it
 

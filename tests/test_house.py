@@ -35,7 +35,8 @@ def test_the_registries_hold_every_documented_option():
     assert schedules.SCHEDULES.names() == ("constant", "linear", "step", "cosine")
     assert set(losses.GENERATOR_TERMS.names()) >= {"gan", "l1"}
     assert set(models.GENERATORS.names()) == {
-        "unet_256", "unet_128", "unet", "encoder_decoder", "resnet_6blocks", "resnet_9blocks",
+        "unet_1024", "unet_512", "unet_256", "unet_128", "unet", "encoder_decoder",
+        "resnet_6blocks", "resnet_9blocks",
     }  # fmt: skip
     assert set(models.DISCRIMINATORS.names()) == {"basic", "n_layers", "pixel"}
     assert set(models.NORMS.names()) == {"batch", "sync_batch", "instance", "none"}

@@ -84,7 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.conditional_d = True  # False = D sees the image alone (GAN, not cGAN).
     config.loss.lambda_gp = 10.0  # wgangp: weight of the gradient penalty (0 disables it).
     config.loss.lambda_vgg = 0.0  # pix2pixHD's VGG19 feature loss in G's loss (pix2pixHD: 10).
-    config.loss.vgg_weights = ""  # torchvision's vgg19 state_dict (vgg19-dcbb9e9d.pth).
+    config.loss.vgg_weights = ""  # torchvision's vgg19 state_dict (vgg19-dcbbb69b.pth).
     config.loss.lambda_lpips = 0.0  # LPIPS (lpips package, v0.1) in G's loss; 0 = off.
     config.loss.lpips_weights = ""  # lpips' linear heads: weights/v0.1/alex.pth or vgg.pth.
     config.loss.lpips_backbone = ""  # torchvision's alexnet or vgg16 state_dict for those heads.

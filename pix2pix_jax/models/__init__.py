@@ -93,7 +93,9 @@ def check_config(model_config: Any, image_shape: int | tuple[int, int]) -> None:
     """
     size = (image_shape, image_shape) if isinstance(image_shape, int) else tuple(image_shape)
     GENERATORS.get(model_config.generator)(model_config, size, 1)
-    create_discriminator(model_config)
+    DISCRIMINATORS.get(model_config.discriminator)(model_config)
+    spectral_norm_on(model_config, "d")
+    num_scales(model_config)
 
 
 def count_params(params: Any) -> int:
