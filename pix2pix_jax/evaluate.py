@@ -37,7 +37,17 @@ import os
 import numpy as np
 from absl import flags
 
-from pix2pix_jax import assembly, cli, evaluation, input_pipeline, parallel, report, steps, writers
+from pix2pix_jax import (
+    assembly,
+    cli,
+    evaluation,
+    input_pipeline,
+    parallel,
+    paths,
+    report,
+    steps,
+    writers,
+)
 from pix2pix_jax.errors import ConfigError
 
 PROG = "pix2pix_jax.evaluate"
@@ -110,7 +120,7 @@ def evaluate(
     with config.unlocked():
         config.eval.split = split
     source = input_pipeline.load_split(config.dataset, split)
-    out = output or output_dir(os.path.abspath(workdir), split, step, mode)
+    out = output or output_dir(paths.resolve(workdir), split, step, mode)
     fcn = _fcn_consumer(
         config, source, fcn_weights, cityscapes_dir, real, out, fcn_segmentations, fcn_width
     )
@@ -124,11 +134,9 @@ def evaluate(
     record = {"split": split, "step": step, "mode": mode, "num_images": len(page.rows), **results}
     if fcn:
         record.update(fcn_images="real" if real else "generated", fcn_per_class=fcn.per_class)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
-    title = f"{os.path.basename(os.path.abspath(workdir))}: {split}, step {step}, {mode}"
+    paths.makedirs(out)
+    paths.write_text(os.path.join(out, "metrics.json"), json.dumps(record, indent=2) + "\n")
+    title = f"{os.path.basename(paths.resolve(workdir))}: {split}, step {step}, {mode}"
     summary = {k: v for k, v in record.items() if k != "fcn_per_class"}
     html = report.render_page(title, summary, page.rows)
     if fcn:  # the per-class table (and segmentations) after the per-image rows
@@ -137,8 +145,7 @@ def evaluate(
         images = "fcn" if fcn_segmentations else None
         section = fcn_score.html_section(fcn.per_class, fcn.seen, images)
         html = html.replace("</body>", section + "</body>")
-    with open(os.path.join(out, "index.html"), "w", encoding="utf-8") as f:
-        f.write(html)
+    paths.write_text(os.path.join(out, "index.html"), html)
     return record, out
 
 
