@@ -11,6 +11,14 @@ summary line with the median. `--peer=PATH` also runs a PyTorch peer script
 --warmup [--device cuda] [--amp] [--compile MODE]`) between our repeats, so
 both see the same machine load, and prints the ratio of the medians.
 
+`checkpoint` times the same step in windows without and with an asynchronous
+checkpoint every `--checkpoint_every` steps into `--checkpoint_dir` (a local
+folder or a URI such as `gs://bucket/bench`; default: a temporary folder), as
+training saves them: the step time of each, the time each save call blocks
+the loop (the device-to-host copy; orbax writes in the background) and the
+wait for the last save after a window. Equal step times mean the writes
+overlap the steps.
+
 `input` times `input_pipeline.train_dataset` alone (decode, jitter, batch,
 with `dataset.num_workers` processes): images/s and images/s per worker.
 `--synthetic_jpegs=N` first writes N 256x512 side-by-side A|B JPEGs of
@@ -33,7 +41,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from pix2pix_jax import assembly, cli, input_pipeline, parallel, steps
+from pix2pix_jax import assembly, checkpointing, cli, input_pipeline, parallel, paths, steps
 from pix2pix_jax import config as config_lib
 from pix2pix_jax.errors import UserError
 
@@ -42,13 +50,15 @@ PROG = "pix2pix_jax.benchmark"
 
 def define_flags() -> None:
     """The command line's flags."""
-    flags.DEFINE_enum("mode", "step", ["step", "input"], "What to time.")
+    flags.DEFINE_enum("mode", "step", ["step", "input", "checkpoint"], "What to time.")
     flags.DEFINE_integer("steps", 20, "Timed steps (or batches) per repeat.")
     flags.DEFINE_integer("warmup", 3, "Untimed steps (or batches) before timing.")
     flags.DEFINE_integer("repeats", 3, "Timed windows; the summary reports their median.")
     flags.DEFINE_string("peer", "", "Path of a PyTorch peer step script to run side by side.")
     flags.DEFINE_string("peer_compile", "", "torch.compile mode passed to the peer (--compile).")
     flags.DEFINE_integer("synthetic_jpegs", 0, "input mode: time N generated 256x512 A|B JPEGs.")
+    flags.DEFINE_string("checkpoint_dir", "", "checkpoint mode: where to save (folder or URI).")
+    flags.DEFINE_integer("checkpoint_every", 10, "checkpoint mode: steps between saves.")
     cli.define_config_flag()
 
 
@@ -97,11 +107,8 @@ def random_batch(config: Any, rng: np.random.Generator) -> dict[str, np.ndarray]
     return batch
 
 
-def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
-    """Yields one JSON-ready record per timed window of the pmapped train step.
-
-    The first record carries `compile_seconds` (lowering + XLA compilation).
-    """
+def compiled_step(config: Any) -> tuple[Any, Any, Any, float]:
+    """(replicated state, device batch, compiled pmapped train step, compile seconds)."""
     setup = assembly.make_setup(config, num_train_examples=1000)
     state = parallel.replicate(assembly.initial_state(config, setup))
     batch = jax.device_put(
@@ -110,7 +117,15 @@ def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
     p_train = parallel.pmap_train_step(steps.train_step, setup=setup)
     start = time.perf_counter()
     compiled = p_train.lower(state, batch).compile()
-    compile_seconds = time.perf_counter() - start
+    return state, batch, compiled, time.perf_counter() - start
+
+
+def time_steps(config: Any, num_steps: int, warmup: int, repeats: int):
+    """Yields one JSON-ready record per timed window of the pmapped train step.
+
+    The first record carries `compile_seconds` (lowering + XLA compilation).
+    """
+    state, batch, compiled, compile_seconds = compiled_step(config)
     for _ in range(warmup):
         state, _ = compiled(state, batch)
     jax.block_until_ready(state)
@@ -151,6 +166,71 @@ def peer_comparable(config: Any) -> bool:
     return (m.generator, m.discriminator, m.ngf, m.ndf, m.norm) == (
         "unet_256", "basic", 64, 64, "batch",
     )  # fmt: skip
+
+
+def time_checkpointing(config: Any, directory: str, every: int, num_steps: int, repeats: int):
+    """Yields a record per window of `num_steps` steps, alternately without and with saves.
+
+    With saves, every `every`-th step is followed by `Checkpointer.save` as in training;
+    the window's time includes the save calls (they block for the host copy) but not
+    the wait for the last write, which is timed after the window (`final_wait_ms`).
+    """
+    state, batch, compiled, _ = compiled_step(config)
+    state, _ = compiled(state, batch)  # warm up
+    jax.block_until_ready(state)
+    checkpointer = checkpointing.Checkpointer(directory, max_to_keep=2)
+    step = 0
+    try:
+        for repeat in range(repeats):
+            for saving in (False, True):
+                calls = []
+                start = time.perf_counter()
+                for _ in range(num_steps):
+                    state, step_metrics = compiled(state, batch)
+                    step += 1
+                    if saving and step % every == 0:
+                        # Steps run ahead of the host: time the save, not the steps it waits for.
+                        jax.block_until_ready(state)
+                        called = time.perf_counter()
+                        checkpointer.save(step, parallel.unreplicate(state), {"step": step})
+                        calls.append(time.perf_counter() - called)
+                jax.block_until_ready((state, step_metrics))
+                seconds = time.perf_counter() - start
+                waited = time.perf_counter()
+                checkpointer.wait()  # outside the window: the next one starts with none pending
+                record = {"repeat": repeat, "checkpointing": saving, "saves": len(calls)}
+                record["step_ms"] = 1000 * seconds / num_steps
+                if saving:
+                    record["save_call_ms"] = 1000 * statistics.mean(calls) if calls else 0.0
+                    record["final_wait_ms"] = 1000 * (time.perf_counter() - waited)
+                yield record
+    finally:
+        checkpointer.close()
+
+
+def benchmark_checkpoint(config: Any) -> None:
+    """Time the step without and with asynchronous checkpoints and print JSON lines."""
+    f = flags.FLAGS
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = f.checkpoint_dir or os.path.join(tmp, "checkpoints")
+        if paths.is_uri(directory):
+            directory = paths.resolve(directory)
+        shape = {"generator": config.model.generator, "image_size": config.image_size}
+        shape.update(batch=config.batch_size, checkpoint_every=f.checkpoint_every)
+        records = {False: [], True: []}
+        for record in time_checkpointing(config, directory, f.checkpoint_every, f.steps, f.repeats):
+            records[record["checkpointing"]].append(record)
+            _emit({"impl": "pix2pix_jax", "mode": "checkpoint", **shape, **record})
+        state = assembly.state_template(config)
+        size = sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(state)) / 2**20
+        without = statistics.median(r["step_ms"] for r in records[False])
+        with_saves = statistics.median(r["step_ms"] for r in records[True])
+        summary = {"summary": "checkpoint", "checkpoint_dir": directory, **shape}
+        summary.update(checkpoint_mb=size, step_ms_without=without, step_ms_with=with_saves)
+        summary["overhead_percent"] = 100 * (with_saves - without) / without
+        summary["save_call_ms"] = statistics.median(r["save_call_ms"] for r in records[True])
+        summary["final_wait_ms"] = statistics.median(r["final_wait_ms"] for r in records[True])
+        _emit({**summary, **environment()})
 
 
 def _emit(record: dict[str, Any]) -> None:
@@ -241,6 +321,8 @@ def benchmark_from_flags() -> None:
     config_lib.validate(config)
     if flags.FLAGS.mode == "step":
         benchmark_step(config)
+    elif flags.FLAGS.mode == "checkpoint":
+        benchmark_checkpoint(config)
     elif flags.FLAGS.synthetic_jpegs:
         with tempfile.TemporaryDirectory() as tmp, config.unlocked():
             write_synthetic_jpegs(os.path.join(tmp, "images"), flags.FLAGS.synthetic_jpegs)
