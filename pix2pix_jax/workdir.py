@@ -63,7 +63,8 @@ PROBE = ".write_probe"
 
 def _prepare_uri(workdir: str) -> str:
     """Check that `workdir` (a URI) can be written: write, read back and delete a probe."""
-    probe = paths.epath_of(workdir) / PROBE
+    # One probe per process: the hosts of a pod slice check the same workdir at once.
+    probe = paths.epath_of(workdir) / f"{PROBE}.{socket.gethostname()}.{os.getpid()}"
     try:
         if paths.is_file(workdir):
             raise WorkdirError(f"workdir {workdir} is a file, not a folder")
