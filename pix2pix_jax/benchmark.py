@@ -23,6 +23,13 @@ prints what XLA's compiled executable says it needs (`memory_analysis()`:
 arguments, outputs, temporaries; the peak is their sum less the donated
 buffers XLA aliases), then the ratio: the memory that rematerialising the
 generator's blocks saves, on any backend, without running a step.
+`checkpoint` times the same step in windows without and with an asynchronous
+checkpoint every `--checkpoint_every` steps into `--checkpoint_dir` (a local
+folder or a URI such as `gs://bucket/bench`; default: a temporary folder), as
+training saves them: the step time of each, the time each save call blocks
+the loop (the device-to-host copy; orbax writes in the background) and the
+wait for the last save after a window. Equal step times mean the writes
+overlap the steps.
 
 `input` times `input_pipeline.train_dataset` alone (decode, jitter, batch,
 with `dataset.num_workers` processes): images/s and images/s per worker.
@@ -47,9 +54,9 @@ import jax
 import numpy as np
 from absl import flags
 
-from pix2pix_jax import assembly, cli, input_pipeline, parallel, replicas
+from pix2pix_jax import assembly, checkpointing, cli, input_pipeline, parallel, paths, replicas
 from pix2pix_jax import config as config_lib
-from pix2pix_jax.errors import UserError
+from pix2pix_jax.errors import ConfigError, UserError
 
 PROG = "pix2pix_jax.benchmark"
 
@@ -57,7 +64,10 @@ PROG = "pix2pix_jax.benchmark"
 def define_flags() -> None:
     """The command line's flags."""
     flags.DEFINE_enum(
-        "mode", "step", ["step", "input", "seeds", "memory"], "What to time or measure."
+        "mode",
+        "step",
+        ["step", "input", "seeds", "memory", "checkpoint"],
+        "What to time or measure.",
     )
     flags.DEFINE_integer("steps", 20, "Timed steps (or batches) per repeat.")
     flags.DEFINE_integer("warmup", 3, "Untimed steps (or batches) before timing.")
@@ -66,6 +76,8 @@ def define_flags() -> None:
     flags.DEFINE_string("peer_compile", "", "torch.compile mode passed to the peer (--compile).")
     flags.DEFINE_integer("synthetic_jpegs", 0, "input mode: time N generated 256x512 A|B JPEGs.")
     flags.DEFINE_string("workdir", "", "seeds mode: keep the runs in DIR/together, DIR/<seed>.")
+    flags.DEFINE_string("checkpoint_dir", "", "checkpoint mode: where to save (folder or URI).")
+    flags.DEFINE_integer("checkpoint_every", 10, "checkpoint mode: steps between saves.")
     cli.define_config_flag()
 
 
@@ -207,6 +219,73 @@ def peer_comparable(config: Any) -> bool:
     return (m.generator, m.discriminator, m.ngf, m.ndf, m.norm) == (
         "unet_256", "basic", 64, 64, "batch",
     )  # fmt: skip
+
+
+def time_checkpointing(config: Any, directory: str, every: int, num_steps: int, repeats: int):
+    """Yields a record per window of `num_steps` steps, alternately without and with saves.
+
+    With saves, every `every`-th step is followed by `Checkpointer.save` as in training;
+    the window's time includes the save calls (they block for the host copy) but not
+    the wait for the last write, which is timed after the window (`final_wait_ms`).
+    """
+    if replicas.num_seeds(config) > 1:
+        raise ConfigError("--mode=checkpoint times a single run's saves; leave num_seeds at 1")
+    compiled, state, batch, _, _ = compile_step(config)
+    state, _ = compiled(state, batch)  # warm up
+    jax.block_until_ready(state)
+    checkpointer = checkpointing.Checkpointer(directory, max_to_keep=2)
+    step = 0
+    try:
+        for repeat in range(repeats):
+            for saving in (False, True):
+                calls = []
+                start = time.perf_counter()
+                for _ in range(num_steps):
+                    state, step_metrics = compiled(state, batch)
+                    step += 1
+                    if saving and step % every == 0:
+                        # Steps run ahead of the host: time the save, not the steps it waits for.
+                        jax.block_until_ready(state)
+                        called = time.perf_counter()
+                        checkpointer.save(step, parallel.unreplicate(state), {"step": step})
+                        calls.append(time.perf_counter() - called)
+                jax.block_until_ready((state, step_metrics))
+                seconds = time.perf_counter() - start
+                waited = time.perf_counter()
+                checkpointer.wait()  # outside the window: the next one starts with none pending
+                record = {"repeat": repeat, "checkpointing": saving, "saves": len(calls)}
+                record["step_ms"] = 1000 * seconds / num_steps
+                if saving:
+                    record["save_call_ms"] = 1000 * statistics.mean(calls) if calls else 0.0
+                    record["final_wait_ms"] = 1000 * (time.perf_counter() - waited)
+                yield record
+    finally:
+        checkpointer.close()
+
+
+def benchmark_checkpoint(config: Any) -> None:
+    """Time the step without and with asynchronous checkpoints and print JSON lines."""
+    f = flags.FLAGS
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = f.checkpoint_dir or os.path.join(tmp, "checkpoints")
+        if paths.is_uri(directory):
+            directory = paths.resolve(directory)
+        shape = {"generator": config.model.generator, "image_size": config.image_size}
+        shape.update(batch=config.batch_size, checkpoint_every=f.checkpoint_every)
+        records = {False: [], True: []}
+        for record in time_checkpointing(config, directory, f.checkpoint_every, f.steps, f.repeats):
+            records[record["checkpointing"]].append(record)
+            _emit({"impl": "pix2pix_jax", "mode": "checkpoint", **shape, **record})
+        state = assembly.state_template(config)
+        size = sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(state)) / 2**20
+        without = statistics.median(r["step_ms"] for r in records[False])
+        with_saves = statistics.median(r["step_ms"] for r in records[True])
+        summary = {"summary": "checkpoint", "checkpoint_dir": directory, **shape}
+        summary.update(checkpoint_mb=size, step_ms_without=without, step_ms_with=with_saves)
+        summary["overhead_percent"] = 100 * (with_saves - without) / without
+        summary["save_call_ms"] = statistics.median(r["save_call_ms"] for r in records[True])
+        summary["final_wait_ms"] = statistics.median(r["final_wait_ms"] for r in records[True])
+        _emit({**summary, **environment()})
 
 
 def _emit(record: dict[str, Any]) -> None:
@@ -371,6 +450,8 @@ def benchmark_from_flags() -> None:
         benchmark_seeds(config)
     elif flags.FLAGS.mode == "memory":
         benchmark_memory(config)
+    elif flags.FLAGS.mode == "checkpoint":
+        benchmark_checkpoint(config)
     elif flags.FLAGS.synthetic_jpegs:
         with tempfile.TemporaryDirectory() as tmp, config.unlocked():
             write_synthetic_jpegs(os.path.join(tmp, "images"), flags.FLAGS.synthetic_jpegs)

@@ -24,11 +24,11 @@ upgraded with Caffe's `upgrade_net_proto_binary` first.
 """
 
 import dataclasses
-import os
 from collections.abc import Iterator
 
 import numpy as np
 
+from pix2pix_jax import paths
 from pix2pix_jax.errors import DataError, MissingFileError
 
 MAX_AXES = 32  # Caffe's kMaxBlobAxes
@@ -204,10 +204,9 @@ def read_layers(path: str) -> dict[str, Layer]:
     whose data does not fill its shape, two weighted layers of one name, or no
     weights at all.
     """
-    if not os.path.isfile(path):
+    if not paths.is_file(path):  # a local path or a URI (gs://...)
         raise MissingFileError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        buf = f.read()
+    buf = paths.read_bytes(path)
     try:
         layers = parse_net(buf)
     except _Truncated as e:

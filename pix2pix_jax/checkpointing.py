@@ -24,6 +24,10 @@ restore recomputes it over what was read back: a flipped bit is refused with
 a `DamagedCheckpointError` naming the checkpoint, as is a checkpoint whose
 metadata files no longer parse (naming the file).
 
+The directories may be URIs (`gs://bucket/run/checkpoints`): orbax writes
+them through tensorstore, and this module reads metadata through
+`pix2pix_jax.paths`.
+
 This module knows nothing of training: callers pass the state template.
 """
 
@@ -32,7 +36,6 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,7 +44,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from pix2pix_jax import metrics
+from pix2pix_jax import metrics, paths
 from pix2pix_jax.errors import CheckpointError, DamagedCheckpointError, MissingFileError
 
 FORMAT = 2  # 1: pix2pix_jax 0.1 (automatic layer names, no meta item); 2: explicit names
@@ -68,8 +71,7 @@ def _meta(state: Any, data_state: Any) -> dict:
 
 def _read_json(path: str) -> Any:
     try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
+        return json.loads(paths.read_bytes(path))
     except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise DamagedCheckpointError(f"{path}: damaged checkpoint metadata ({e})") from None
 
@@ -80,13 +82,13 @@ def check_metadata(step_dir: str) -> dict | None:
     Raises a DamagedCheckpointError naming the first file that does not parse.
     """
     meta = None
-    for root, dirs, files in os.walk(step_dir):
-        dirs[:] = sorted(d for d in dirs if d != "d")  # "d": array data, binary
-        for name in sorted(files):
-            if name in _JSON_FILES:
-                record = _read_json(os.path.join(root, name))
-                if name == "metadata" and os.path.basename(root) == "meta":
-                    meta = record
+    for path in paths.walk_files(step_dir):
+        root, name = os.path.split(path)
+        # "d": array data, binary (names inside it may collide with the JSON files' names)
+        if name in _JSON_FILES and "d" not in os.path.relpath(root, step_dir).split(os.sep):
+            record = _read_json(path)
+            if name == "metadata" and os.path.basename(root) == "meta":
+                meta = record
     if meta is not None and not isinstance(meta, dict):
         raise DamagedCheckpointError(f"{os.path.join(step_dir, 'meta', 'metadata')}: damaged")
     return meta
@@ -159,7 +161,7 @@ def _restore(manager: ocp.CheckpointManager, step: int, args: ocp.args.Composite
 
 def _manager(directory: str, max_to_keep: int | None) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
-        os.path.abspath(directory),
+        paths.resolve(directory),  # orbax needs absolute paths; URIs pass as they are
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True
         ),
@@ -215,10 +217,10 @@ class Checkpointer:
         """
         source = os.path.join(str(self.manager.directory), str(step))
         target = os.path.join(destination, str(step))
-        os.makedirs(destination, exist_ok=True)
-        if os.path.exists(target):
-            target = f"{target}.{len(os.listdir(destination))}"
-        shutil.move(source, target)
+        paths.makedirs(destination)
+        if paths.exists(target):
+            target = f"{target}.{len(paths.listdir(destination))}"
+        paths.move(source, target)
         return target
 
     def reload(self) -> None:
@@ -247,7 +249,7 @@ def best_dir(workdir: str, seed: int, num_seeds: int = 1) -> str:
 def check_format(directory: Any, step: int) -> None:
     """Raise a CheckpointError unless the checkpoint of `step` has this release's format."""
     meta = os.path.join(str(directory), str(step), "meta")
-    if not os.path.exists(meta):
+    if not paths.exists(meta):
         raise CheckpointError(
             f"{os.path.join(str(directory), str(step))} was written by pix2pix_jax 0.1, whose "
             "layers had Flax's automatic names; this release names layers explicitly and cannot "
@@ -339,9 +341,9 @@ def restore_state(
     if which not in ("latest", "best") and not str(which).isdigit():
         raise CheckpointError(f"checkpoint={which!r} is not 'latest', 'best' or a step number")
     directory = os.path.join(
-        os.path.abspath(workdir), (best or BEST_DIR) if which == "best" else "checkpoints"
+        paths.resolve(workdir), (best or BEST_DIR) if which == "best" else "checkpoints"
     )
-    if not os.path.isdir(directory):
+    if not paths.is_dir(directory):
         _resolve_step(directory, [], which)  # raises: no checkpoint
     manager = _manager(directory, max_to_keep=None)
     try:

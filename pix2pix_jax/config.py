@@ -14,7 +14,17 @@ from typing import Any
 
 import ml_collections
 
-from pix2pix_jax import input_pipeline, losses, metrics, models, replicas, schedules, steps
+from pix2pix_jax import (
+    datasets,
+    input_pipeline,
+    losses,
+    metrics,
+    models,
+    paths,
+    replicas,
+    schedules,
+    steps,
+)
 from pix2pix_jax.configs import default
 from pix2pix_jax.datasets import preprocess
 from pix2pix_jax.errors import ConfigError, MissingFileError
@@ -58,6 +68,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_dataset(ds: Any) -> None:
+    datasets.check_data_dir(ds.get("data_dir"))  # a URI: the one-line fix, before any write
     directions = input_pipeline.DIRECTIONS
     if ds.direction not in directions + ("",):
         raise ConfigError(f"dataset.direction={ds.direction!r} is not one of {directions}")
@@ -198,7 +209,7 @@ def _check_eval(ev: Any) -> None:
             f"eval.best_metric={ev.best_metric!r} needs eval.inception_weights (the FID "
             "Inception weights file)"
         )
-    if weights and not os.path.isfile(weights):
+    if weights and not paths.is_file(weights):
         raise MissingFileError(f"eval.inception_weights={weights!r}: no such file")
 
 
@@ -207,14 +218,13 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
 
     Fields added to the defaults since the run keep their default values.
     """
-    if not os.path.isdir(workdir):
+    if not paths.is_dir(workdir):
         raise MissingFileError(f"workdir {workdir!r} does not exist")
     path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    if not paths.is_file(path):
         raise MissingFileError(f"{path} not found: is {workdir!r} a pix2pix_jax workdir?")
     try:
-        with open(path) as f:
-            saved = json.load(f)
+        saved = json.loads(paths.read_bytes(path))
         config = default.get_config()
         config.update(saved)
     except (json.JSONDecodeError, TypeError, ValueError, KeyError) as e:

@@ -41,8 +41,9 @@ import numpy as np
 from absl import flags
 from flax import traverse_util
 
-from pix2pix_jax import assembly, checkpointing, cli, input_pipeline, models, torch_weights
+from pix2pix_jax import assembly, checkpointing, cli, input_pipeline, models, paths, torch_weights
 from pix2pix_jax import config as config_lib
+from pix2pix_jax import workdir as workdir_lib
 from pix2pix_jax.errors import ConfigError, DataError
 
 PROG = "pix2pix_jax.convert_weights"
@@ -273,15 +274,16 @@ def converted_state(pth: str, config: ml_collections.ConfigDict) -> Any:
 
 def convert(pth: str, config: ml_collections.ConfigDict, workdir: str) -> Any:
     """Write `workdir` (config.json, a step-0 checkpoint) for the reference generator `pth`."""
-    workdir = os.path.abspath(workdir)
+    workdir = paths.resolve(workdir)  # a local folder or a URI (gs://bucket/run)
     checkpoints = os.path.join(workdir, "checkpoints")
-    if os.path.isdir(checkpoints) and os.listdir(checkpoints):
+    if paths.listdir(checkpoints):
         raise ConfigError(f"{checkpoints} already holds checkpoints: convert into a new workdir")
     config = reference_config(config)
     state = converted_state(pth, config)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=2) + "\n")
+    if paths.is_uri(workdir):
+        workdir_lib.prepare(workdir)  # a missing or read-only bucket: one line, before writing
+    paths.makedirs(workdir)
+    paths.write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2) + "\n")
     checkpointer = checkpointing.Checkpointer(checkpoints, config.max_checkpoints_to_keep)
     try:
         checkpointer.save(0, state, {})

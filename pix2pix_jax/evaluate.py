@@ -46,6 +46,7 @@ from pix2pix_jax import (
     evaluation,
     input_pipeline,
     parallel,
+    paths,
     replicas,
     report,
     steps,
@@ -131,7 +132,7 @@ def evaluate(
     with config.unlocked():
         config.eval.split = split
     source = input_pipeline.load_split(config.dataset, split)
-    out = output or output_dir(os.path.abspath(workdir), split, step, mode)
+    out = output or output_dir(paths.resolve(workdir), split, step, mode)
     if seed_index is not None and not output:
         out = os.path.join(out, f"seed_{config.seed}")
     fcn = _fcn_consumer(
@@ -150,11 +151,9 @@ def evaluate(
         record["seed"] = config.seed
     if fcn:
         record.update(fcn_images="real" if real else "generated", fcn_per_class=fcn.per_class)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
-    title = f"{os.path.basename(os.path.abspath(workdir))}: {split}, step {step}, {mode}"
+    paths.makedirs(out)
+    paths.write_text(os.path.join(out, "metrics.json"), json.dumps(record, indent=2) + "\n")
+    title = f"{os.path.basename(paths.resolve(workdir))}: {split}, step {step}, {mode}"
     summary = {k: v for k, v in record.items() if k != "fcn_per_class"}
     html = report.render_page(title, summary, page.rows)
     if fcn:  # the per-class table (and segmentations) after the per-image rows
@@ -163,8 +162,7 @@ def evaluate(
         images = "fcn" if fcn_segmentations else None
         section = fcn_score.html_section(fcn.per_class, fcn.seen, images)
         html = html.replace("</body>", section + "</body>")
-    with open(os.path.join(out, "index.html"), "w", encoding="utf-8") as f:
-        f.write(html)
+    paths.write_text(os.path.join(out, "index.html"), html)
     return record, out
 
 
@@ -190,9 +188,7 @@ def evaluate_replicas(
     aggregate.update(seed="all", seeds=[r["seed"] for r in records])
     aggregate.update(replicas.aggregate(values))
     aggregate["per_seed"] = {str(r["seed"]): v for r, v in zip(records, values, strict=True)}
-    with open(os.path.join(folder, "metrics.json"), "w") as f:
-        json.dump(aggregate, f, indent=2)
-        f.write("\n")
+    paths.write_text(os.path.join(folder, "metrics.json"), json.dumps(aggregate, indent=2) + "\n")
     return aggregate, folder
 
 

@@ -17,7 +17,6 @@ feature sets are gathered across processes.
 """
 
 import dataclasses
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
@@ -27,7 +26,7 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from pix2pix_jax import input_pipeline, labels, writers
+from pix2pix_jax import input_pipeline, labels, paths, writers
 from pix2pix_jax.errors import DataError, MissingFileError
 
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000  # torch-fidelity's defaults
@@ -159,7 +158,7 @@ def inception_features(weights: str) -> Callable[[np.ndarray], np.ndarray]:
     """The FID Inception feature function of pytorch-fid's weights file `weights`."""
     from pix2pix_jax import inception  # only FID needs it
 
-    if not os.path.isfile(weights):
+    if not paths.is_file(weights):
         raise MissingFileError(f"inception_weights {weights!r}: no such file")
     return inception.make_feature_fn(inception.load_fid_inception(weights))
 

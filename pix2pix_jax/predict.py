@@ -39,6 +39,7 @@ from absl import flags
 from PIL import Image
 
 from pix2pix_jax import assembly, cli, evaluate, input_pipeline, labels, steps, writers
+from pix2pix_jax import paths as paths_lib
 from pix2pix_jax.datasets import images
 from pix2pix_jax.errors import ConfigError, DataError, MissingFileError
 
@@ -48,13 +49,17 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", "
 
 
 def list_inputs(path: str) -> list[str]:
-    """`path` itself if it is a file, else the images in folder `path`, sorted by name."""
-    if os.path.isfile(path):
+    """`path` itself if it is a file, else the images in folder `path`, sorted by name.
+
+    `path` may be a URI (`gs://bucket/photos`).
+    """
+    if paths_lib.is_file(path):
         return [path]
-    if not os.path.isdir(path):
+    if not paths_lib.is_dir(path):
         raise MissingFileError(f"input {path!r}: no such file or folder")
-    names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
-    files = [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
+    path = paths_lib.resolve(path) if paths_lib.is_uri(path) else path
+    names = sorted(n for n in paths_lib.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS))
+    files = [os.path.join(path, n) for n in names if paths_lib.is_file(os.path.join(path, n))]
     if not files:
         raise DataError(f"input folder {path!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return files
@@ -63,8 +68,7 @@ def list_inputs(path: str) -> list[str]:
 def read_image(path: str, channels: int) -> np.ndarray:
     """The image at `path` as uint8 HWC with `channels` channels (1, 3 or 4), as PIL converts."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = paths_lib.read_bytes(path)
     except OSError as e:
         raise DataError(f"{path}: cannot read the image ({e})") from e
     # The training pipeline's decoder: 16-bit images are scaled to 8 bits, not clipped.
@@ -135,7 +139,11 @@ def check_outputs(input_path: str, inputs: list[str], outputs: list[str], output
 
     Refused: an output that is an input file (by path, through links, or a hard link to it),
     and, when `input_path` is a folder, an `output` folder inside it or equal to it.
+    On an object store (either side a URI) paths are compared as names.
     """
+    if paths_lib.is_uri(input_path) or paths_lib.is_uri(output):
+        _check_outputs_by_name(input_path, inputs, outputs, output)
+        return
     if os.path.isdir(input_path):
         folder, out = os.path.realpath(input_path), os.path.realpath(output)
         if os.path.commonpath([folder, out]) == folder:
@@ -152,6 +160,27 @@ def check_outputs(input_path: str, inputs: list[str], outputs: list[str], output
         hit = real.get(os.path.realpath(target)) or (
             existing and ids.get((existing.st_dev, existing.st_ino))
         )
+        if hit:
+            raise ConfigError(
+                f"--output={output!r} would overwrite the input {hit} (as {target}); "
+                "choose another output folder"
+            )
+
+
+def _check_outputs_by_name(
+    input_path: str, inputs: list[str], outputs: list[str], output: str
+) -> None:
+    """`check_outputs` where a side is a URI: object stores have no links, names suffice."""
+    folder, out = paths_lib.resolve(input_path), paths_lib.resolve(output)
+    if paths_lib.is_dir(input_path) and (out == folder or out.startswith(folder + "/")):
+        where = "the input folder" if out == folder else "inside the input folder"
+        raise ConfigError(
+            f"--output={output!r} is {where} {input_path!r}: choose an output folder "
+            "outside it (predict never writes into its inputs)"
+        )
+    named = {paths_lib.resolve(p): p for p in inputs}
+    for target in outputs:
+        hit = named.get(paths_lib.resolve(target))
         if hit:
             raise ConfigError(
                 f"--output={output!r} would overwrite the input {hit} (as {target}); "
@@ -331,7 +360,7 @@ def predict(
     make = make_translate if resize else make_native_translate
     translate = make(state, assembly.inference_setup(config), mode)
     trained = input_pipeline.image_shape(config) if resize else None
-    os.makedirs(output, exist_ok=True)
+    paths_lib.makedirs(output)
     batch_size = min(batch_size, len(inputs))  # every batch this size: one compiled shape
     written = []
     with tqdm.tqdm(total=len(inputs), unit="image", file=sys.stdout, disable=not progress) as bar:

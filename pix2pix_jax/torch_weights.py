@@ -38,6 +38,7 @@ from typing import IO, Any
 import ml_dtypes
 import numpy as np
 
+from pix2pix_jax import paths
 from pix2pix_jax.errors import DataError, MissingFileError
 
 # torch.<Name>Storage -> numpy dtype of its elements.
@@ -137,7 +138,16 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
     Raises MissingFileError if `path` does not exist and DataError if it is
     not a state_dict saved by `torch.save` (naming the file and the problem).
+    `path` may be a URI (`gs://...`): it is read from a temporary local copy.
     """
+    if paths.is_uri(path):
+        if not paths.is_file(path):
+            raise MissingFileError(f"weights file {path} does not exist")
+        with paths.local_file(path) as local:
+            try:
+                return load_state_dict(local)
+            except DataError as e:  # name the URI the user gave, not the temporary copy
+                raise DataError(str(e).replace(local, path)) from None
     if not os.path.isfile(path):
         raise MissingFileError(f"weights file {path} does not exist")
     try:

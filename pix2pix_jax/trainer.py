@@ -33,6 +33,7 @@ from pix2pix_jax import (
     evaluation,
     input_pipeline,
     parallel,
+    paths,
     preemption,
     replicas,
     runtime,
@@ -93,22 +94,20 @@ class _Logger:
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+    if paths.exists(path):
+        previous = json.loads(paths.read_text(path))
         _check_same_replicas(previous, config, workdir)
         if previous != json.loads(config.to_json()):
             print(f"Note: config differs from {path}; resuming with the new one.", flush=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(config.to_json(indent=2) + "\n")
-    os.replace(path + ".tmp", path)  # readers beside the run see the old file or the new one
+    # Readers beside the run see the old file or the new one (a rename, or one object upload).
+    paths.write_text(path, config.to_json(indent=2) + "\n")
 
 
 def _check_same_replicas(previous: dict, config: ml_collections.ConfigDict, workdir: str) -> None:
     """A run's checkpoints hold num_seeds replicas: resuming them as another K cannot work."""
     before, now = previous.get("num_seeds", 1), replicas.num_seeds(config)
     directory = os.path.join(workdir, "checkpoints")
-    saved = os.path.isdir(directory) and any(e.isdigit() for e in os.listdir(directory))
+    saved = paths.is_dir(directory) and any(e.isdigit() for e in paths.listdir(directory))
     if before != now and saved:
         raise ConfigError(
             f"num_seeds={now} does not match the checkpoints in {directory}, which hold "
@@ -198,7 +197,9 @@ class _Run:
             print(f"Resuming from the checkpoint of step {start}.", flush=True)
         if jax.process_index() == 0:
             # Step 0 is evaluated again; after step N > 0, the lines through N stay.
-            self.writer = writers.MetricWriter(self.workdir, keep_through=start if start else -1)
+            self.writer = writers.MetricWriter(
+                self.workdir, start if start else -1, self.config.checkpoint_every_steps
+            )
         return state, start
 
     def _restore_intact(self, template: Any) -> tuple[Any, dict, int] | None:
@@ -279,13 +280,11 @@ def _workdir_lock(workdir: str):
 def _last_checkpoint_note(workdir: str) -> str:
     """Which complete checkpoint a failed run leaves as the one to resume from."""
     directory = os.path.join(workdir, "checkpoints")
-    done = (
-        [int(e) for e in os.listdir(directory) if e.isdigit()] if os.path.isdir(directory) else []
-    )
+    done = [int(e) for e in paths.listdir(directory) if e.isdigit()]
     if not done:
         return "; no checkpoint was completed"
     last = os.path.join(directory, str(max(done)))
-    size = sum(os.path.getsize(os.path.join(root, f)) for root, _, fs in os.walk(last) for f in fs)
+    size = sum(paths.epath_of(f).stat().length for f in paths.walk_files(last))
     return (
         f"; the last complete checkpoint is {last} ({size / 2**20:.1f} MiB, about what each "
         "checkpoint needs), from which a rerun resumes"

@@ -9,6 +9,13 @@ next run simply takes it, and says so). The holder (host, pid, start time)
 is written into the file so that a second run can name it. Readers
 (`evaluate`, `predict`) never take the lock.
 
+A workdir may be a URI (`gs://bucket/run`, see `pix2pix_jax.paths`). `prepare`
+then writes and deletes a probe object, so that a bucket that does not exist
+or cannot be written is one WorkdirError naming the path before training
+starts. Object stores have no `flock`, so a URI workdir is not locked: the
+run says so once, and one training run per workdir is the user's to keep
+(a pod slice's processes are one run: process 0 would take the lock for all).
+
 A full disk surfaces deep inside orbax's and tensorstore's writer threads,
 which log each failed array with its traceback; `disk_full_error` recognises
 it in an exception chain and `quiet_disk_full_logs` keeps those log records
@@ -29,13 +36,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pix2pix_jax import paths
 from pix2pix_jax.errors import DiskFullError, WorkdirError
 
 LOCK_FILE = ".lock"
 
 
 def prepare(path: str) -> str:
-    """The absolute `path`, created if needed; a WorkdirError if it cannot hold a run."""
+    """The absolute `path` (or URI), created if needed; a WorkdirError if it cannot hold a run."""
+    if paths.is_uri(path):
+        return _prepare_uri(paths.resolve(path))
     workdir = os.path.abspath(path)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirError(f"workdir {workdir} is a file, not a folder")
@@ -45,6 +55,34 @@ def prepare(path: str) -> str:
         raise WorkdirError(f"workdir {workdir} cannot be created: {e.strerror}") from None
     if not os.access(workdir, os.W_OK | os.X_OK):
         raise WorkdirError(f"workdir {workdir} is not writable (permission denied)")
+    return workdir
+
+
+PROBE = ".write_probe"
+
+
+def _prepare_uri(workdir: str) -> str:
+    """Check that `workdir` (a URI) can be written: write, read back and delete a probe."""
+    # One probe per process: the hosts of a pod slice check the same workdir at once.
+    probe = paths.epath_of(workdir) / f"{PROBE}.{socket.gethostname()}.{os.getpid()}"
+    try:
+        if paths.is_file(workdir):
+            raise WorkdirError(f"workdir {workdir} is a file, not a folder")
+        probe.write_text(json.dumps(_holder()))
+        probe.read_text()
+        probe.unlink()
+    except WorkdirError:
+        raise
+    except ImportError as e:  # gcsfs (or the scheme's fsspec backend) is missing
+        raise WorkdirError(
+            f"workdir {workdir}: no filesystem for {paths.scheme(workdir)}:// ({e}); "
+            "for gs:// install gcsfs (pip install 'pix2pix_jax[gcs]')"
+        ) from None
+    except Exception as e:  # storage clients raise their own types: name the path, one line
+        raise WorkdirError(
+            f"workdir {workdir} cannot be written ({type(e).__name__}: {paths.first_line(e)}); "
+            "check that the bucket exists and that this machine's account may write to it"
+        ) from None
     return workdir
 
 
@@ -82,7 +120,14 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise a WorkdirError (in use, or the file cannot be made)."""
+        """Take the lock or raise a WorkdirError (in use, or the file cannot be made).
+
+        A URI workdir cannot be locked: a note says so and nothing is taken.
+        """
+        if paths.is_uri(self.path):
+            print(f"Note: {os.path.dirname(self.path)} is on an object store, which has no "
+                  "locks: run one training per workdir.", flush=True)  # fmt: skip
+            return
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:

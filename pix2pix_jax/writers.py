@@ -1,14 +1,31 @@
-"""Where results go: metrics.jsonl, TensorBoard event files and sample grids."""
+"""Where results go: metrics.jsonl, TensorBoard event files and sample grids.
+
+In a URI workdir (`gs://bucket/run`) the same files go to the object store.
+Objects cannot be appended to, so there metrics.jsonl is held in memory and
+the whole object is replaced: at each eval line, at each checkpoint step's
+line, at most every `UPLOAD_SECONDS` otherwise, and at close. The object is
+always whole lines (an upload is all or nothing), every line through the last
+checkpoint is in it, and it stays one file that `grep` reads
+(`gcloud storage cat gs://bucket/run/metrics.jsonl | grep ...`). TensorBoard
+event files are likewise uploaded whole at each of tensorboardX's flushes.
+"""
 
 import contextlib
+import io
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from pix2pix_jax import paths
+
+#: On an object store, metrics.jsonl is uploaded at least this often while lines come in.
+UPLOAD_SECONDS = 30.0
 
 
 class MetricWriter:
@@ -20,14 +37,19 @@ class MetricWriter:
     line), and TensorBoard is told to purge its events after N.
     """
 
-    def __init__(self, workdir: str, keep_through: int | None = None):
+    def __init__(self, workdir: str, keep_through: int | None = None, sync_every_steps: int = 0):
+        """`sync_every_steps` (URI workdirs): upload metrics.jsonl at every such step's line."""
         with _without_torch():  # imported here: only process 0 writes
             from tensorboardX import SummaryWriter
 
         path = os.path.join(workdir, "metrics.jsonl")
-        if keep_through is not None and os.path.exists(path):
-            drop_lines_after(path, keep_through)
-        self._jsonl = open(path, "a")  # noqa: SIM115
+        if paths.is_uri(workdir):
+            self._jsonl = _ObjectLines(path, keep_through, sync_every_steps)
+            _register_tensorboard_store(paths.scheme(workdir))
+        else:
+            if keep_through is not None and os.path.exists(path):
+                drop_lines_after(path, keep_through)
+            self._jsonl = open(path, "a")  # noqa: SIM115
         purge = None if keep_through is None else keep_through + 1
         self._tb = SummaryWriter(workdir, purge_step=purge)
 
@@ -44,7 +66,10 @@ class MetricWriter:
             record["seed"] = seed
         record.update({k: float(v) for k, v in metrics.items()})
         self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        if isinstance(self._jsonl, _ObjectLines):
+            self._jsonl.sync_if_due(step, force=split != "train")  # evals are rare: keep each
+        else:
+            self._jsonl.flush()
         prefix = split if seed is None else f"{split}/seed_{seed}"
         for name, value in metrics.items():
             self._tb.add_scalar(f"{prefix}/{name}", float(value), step)
@@ -57,6 +82,78 @@ class MetricWriter:
         """Flush and close both outputs."""
         self._jsonl.close()
         self._tb.close()
+
+
+class _ObjectLines:
+    """metrics.jsonl as one object: lines kept in memory, the whole object replaced on sync."""
+
+    def __init__(self, path: str, keep_through: int | None, sync_every_steps: int):
+        self.path, self.sync_every_steps = path, sync_every_steps
+        lines = paths.read_text(path).splitlines(keepends=True) if paths.exists(path) else []
+        if keep_through is not None:
+            lines = [ln for ln in lines if ln.endswith("\n") and _kept(ln, keep_through)]
+        self.lines, self.dirty = lines, keep_through is not None
+        self.synced = -float("inf")  # the first line goes up at once
+
+    def write(self, text: str) -> None:
+        """Add a line (uploaded at the next sync)."""
+        self.lines.append(text)
+        self.dirty = True
+
+    def sync_if_due(self, step: int, force: bool = False) -> None:
+        """Upload if forced, at a sync step, or `UPLOAD_SECONDS` after the last upload."""
+        at_sync_step = self.sync_every_steps and step % self.sync_every_steps == 0
+        if force or at_sync_step or time.monotonic() - self.synced >= UPLOAD_SECONDS:
+            self.sync()
+
+    def sync(self) -> None:
+        """Replace the object with all lines, if any were added since the last upload."""
+        if self.dirty:
+            paths.write_text(self.path, "".join(self.lines))
+            self.dirty, self.synced = False, time.monotonic()
+
+    def close(self) -> None:
+        """Upload what is pending."""
+        self.sync()
+
+
+class _ObjectRecordWriter:
+    """A TensorBoard event file on an object store: buffered, uploaded whole at each flush."""
+
+    def __init__(self, path: str):
+        self.path, self.buffer, self.closed = path, io.BytesIO(), False
+
+    def write(self, data: bytes) -> None:
+        """Add bytes to the event file."""
+        self.buffer.write(data)
+
+    def flush(self) -> None:
+        """Upload the event file as it stands (every flush_secs, and at close)."""
+        paths.write_bytes(self.path, self.buffer.getvalue())
+
+    def close(self) -> None:
+        """The final upload."""
+        if not self.closed:
+            self.flush()
+            self.closed = True
+
+
+class _ObjectRecordWriterFactory:
+    """tensorboardX's hook for a URI scheme: event files through `paths`, not its own clients."""
+
+    def open(self, path: str) -> _ObjectRecordWriter:
+        """A writer of the event file at `path`."""
+        return _ObjectRecordWriter(path)
+
+    def directory_check(self, path: str) -> None:
+        """Nothing to create: objects need no folders."""
+
+
+def _register_tensorboard_store(scheme: str) -> None:
+    """Make tensorboardX write event files of `scheme`:// URIs through `paths` (gcsfs for gs)."""
+    from tensorboardX import record_writer
+
+    record_writer.register_writer_factory(scheme, _ObjectRecordWriterFactory())
 
 
 def _kept(line: str, keep_through: int) -> bool:
@@ -118,6 +215,10 @@ def sample_grid(inputs: Any, outputs: Any, targets: Any) -> np.ndarray:
 
 
 def save_png(path: str, image: np.ndarray) -> None:
-    """Write a uint8 HWC image (RGB, or 1-channel gray) as PNG, creating folders."""
+    """Write a uint8 HWC image (RGB, or 1-channel gray) as PNG, creating folders (or a URI)."""
+    picture = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+    if paths.is_uri(path):
+        paths.write_bytes(path, paths.png_bytes(picture))
+        return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(path)
+    picture.save(path)

@@ -6,10 +6,12 @@
 - `folder` (with `dataset.path`): a folder of the user's paired images.
 """
 
+import os
 from typing import Any
 
 import tensorflow_datasets as tfds
 
+from pix2pix_jax import paths
 from pix2pix_jax.datasets import folder, images, pix2pix, synthetic_facades  # noqa: F401
 from pix2pix_jax.errors import ConfigError
 
@@ -23,6 +25,9 @@ def make_builder(dataset_config: Any) -> tfds.core.DatasetBuilder:
     """
     name, path = dataset_config.name, dataset_config.get("path", "")
     data_dir = dataset_config.get("data_dir") or None
+    check_data_dir(data_dir)
+    if path and paths.is_uri(path):  # the builders read local files: a copy, made once
+        path = paths.local_copy(path, os.path.join(data_dir or _TFDS_HOME, "downloads", "uri"))
     skip = bool(dataset_config.get("skip_bad_files", False))
     max_pixels = int(dataset_config.get("max_image_pixels", images.MAX_PIXELS))
     if name == FOLDER:
@@ -40,6 +45,25 @@ def make_builder(dataset_config: Any) -> tfds.core.DatasetBuilder:
         raise ConfigError(f"dataset.name={name!r}: no such tfds dataset ({e})") from None
     except ValueError as e:  # an unknown builder config
         raise ConfigError(f"dataset.name={name!r}: {e}") from None
+
+
+_TFDS_HOME = os.path.expanduser("~/tensorflow_datasets")  # tfds's default data_dir
+
+
+def check_data_dir(data_dir: str | None) -> None:
+    """Raise a ConfigError for a `dataset.data_dir` URI: prepared datasets must be local.
+
+    The array_record reader that serves prepared tfds datasets opens local files
+    only (given a gs:// path it waits forever on the first record).
+    """
+    if data_dir and paths.is_uri(data_dir):
+        raise ConfigError(
+            f"dataset.data_dir={data_dir!r}: prepared datasets are read with array_record, "
+            "which reads local files only. Copy the dataset to local disk "
+            f"(gcloud storage cp -r {data_dir.rstrip('/')}/NAME ~/tensorflow_datasets/) and "
+            "set dataset.data_dir to that folder, or mount the bucket with gcsfuse and give "
+            "the mount point"
+        )
 
 
 def default_direction(name: str) -> str:
