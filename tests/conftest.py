@@ -44,7 +44,8 @@ def compilation_cache(tmp_path_factory):
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the session's folder, shared by its workers
-    path = str(root / "jax_cache")
+    # A child session (test_cloud.py runs one) shares its parent's cache.
+    path = os.environ.get("PIX2PIX_TEST_JAX_CACHE") or str(root / "jax_cache")
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
