@@ -32,14 +32,21 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(module, module)))
 
 
+CACHE_MAX_BYTES = 8 * 2**30  # far above what the suite writes: a limit for the lock's sake
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-    """One persistent compilation cache for the session: its workers and its subprocesses.
+    """One persistent compilation cache for the command-line runs the tests start.
 
-    Most tests train tiny models whose programs are the same from test to test;
-    compiling them once per session instead of once per run is most of the
-    suite's speed. Entries are written in place: a reader that meets a torn one
-    (a process killed mid-write) warns and compiles again.
+    Many tests start `python -m pix2pix_jax.main` (and the other commands) on the
+    same tiny configs: sharing compiled programs across those processes is much
+    of the suite's speed. The test processes themselves do not use the cache:
+    in long-lived workers that had loaded and saved hundreds of executables,
+    XLA:CPU crashed (SIGSEGV) while serialising, deserialising or compiling,
+    and the crashed worker left pytest-xdist waiting for ever. Entries are
+    written in place; with a size limit, every read and write holds the
+    cache's file lock, so no process loads an entry that another is still writing.
     """
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -47,9 +54,10 @@ def compilation_cache(tmp_path_factory):
     # A child session (test_cloud.py runs one) shares its parent's cache.
     path = os.environ.get("PIX2PIX_TEST_JAX_CACHE") or str(root / "jax_cache")
     os.makedirs(path, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_enable_compilation_cache", False)  # this process: off
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(CACHE_MAX_BYTES)
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
     return path
 
 

@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def test_cloud_checks_pass_in_their_own_process(tmp_path):
     # The child shares this session's compilation cache (see conftest.compilation_cache).
     env = {**os.environ, "PIX2PIX_TEST_JAX_CACHE": os.environ["JAX_COMPILATION_CACHE_DIR"]}
+    del env["JAX_COMPILATION_CACHE_DIR"]  # the child's own process stays off it, as workers do
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
          f"--basetemp={tmp_path / 'basetemp'}", os.path.join(HERE, "cloud_checks.py")],
