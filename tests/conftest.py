@@ -25,8 +25,13 @@ SHARED_WORKER = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """Keep each file's tests (and the files in SHARED_WORKER) in one xdist worker."""
+    """Keep each file's tests (and the files in SHARED_WORKER) in one xdist worker.
+
+    First among the hooks: xdist's worker turns the marker into the group it
+    schedules by in its own hook, and a marker added after that is ignored.
+    """
     for item in items:
         module = item.module.__name__
         item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(module, module)))

@@ -30,8 +30,6 @@ from pix2pix_jax import evaluate, predict, replicas
 from pix2pix_jax.configs import default
 from pix2pix_jax.errors import ConfigError
 
-pytestmark = pytest.mark.xdist_group("replicas")
-
 K = 2
 # Layouts that compile the K steps as one program (map, vmap, devices): over 8 steps of
 # the tiny config, replica k and the single run of seed k differ by float rounding only.
