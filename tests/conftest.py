@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny config on the small synthetic dataset, prepared once."""
 
+import gc
 import os
 
 import jax
@@ -64,6 +65,22 @@ def compilation_cache(tmp_path_factory):
     os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(CACHE_MAX_BYTES)
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_programs():
+    """Free each file's compiled programs when the file is done.
+
+    XLA:CPU maps every executable it loads into a few memory regions of its
+    own, and JAX's caches keep executables alive: a worker that ran hundreds of
+    tests reached the kernel's limit of memory maps per process
+    (vm.max_map_count, 65530) and crashed in the next compilation (LLVM's
+    "Unable to allocate section memory", or a segfault when another allocation
+    failed first).
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
