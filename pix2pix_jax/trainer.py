@@ -305,12 +305,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     frozen = assembly.frozen_params(config)  # perceptual terms' weights: checked before writing
     workdir = workdir_lib.prepare(workdir)
     note = functools.partial(_last_checkpoint_note, workdir)
-    with (
-        _workdir_lock(workdir),
-        workdir_lib.one_line_disk_full(workdir, note),
-        checkpointing.quiet_failed_io(),
-    ):
-        return _train(config, workdir, frozen)
+    try:
+        with (
+            _workdir_lock(workdir),
+            workdir_lib.one_line_disk_full(workdir, note),
+            checkpointing.quiet_failed_io(),
+        ):
+            return _train(config, workdir, frozen)
+    finally:
+        # JAX's caches would keep the run's executables, and on XLA:CPU each holds
+        # thousands of memory maps: a process that trains run after run (a sweep, a
+        # sequential seed study) reaches the kernel's limit of maps per process
+        # (vm.max_map_count) after about 15 runs and crashes inside the compiler.
+        jax.clear_caches()
 
 
 def _train(

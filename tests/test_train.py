@@ -1,6 +1,7 @@
 """The train step and the loop: learning, workdir contents, exact resume, divergence."""
 
 import functools
+import gc
 import glob
 import json
 import os
@@ -85,13 +86,23 @@ def test_workdir_holds_what_the_contract_says(uninterrupted):
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
 
 
+def memory_maps() -> int:
+    gc.collect()
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
 def test_resume_continues_exactly(uninterrupted, tiny_config, tmp_path):
     _, expected = uninterrupted
     workdir = str(tmp_path)
     tiny_config.num_train_steps = 2
     trainer.train_and_evaluate(tiny_config, workdir)
+    maps_after_one_run = memory_maps()
     tiny_config.num_train_steps = 4
     resumed = trainer.train_and_evaluate(tiny_config, workdir)
+    # A finished run releases its executables (XLA:CPU: thousands of memory maps each),
+    # or runs one after another in a process would reach the kernel's limit of maps.
+    assert memory_maps() - maps_after_one_run < 1000
     assert int(resumed.step) == 4
     steps_logged = [r["step"] for r in read_metrics(workdir) if "split" not in r]
     assert steps_logged == [2, 4]  # the second run started at step 3
