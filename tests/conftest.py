@@ -43,15 +43,12 @@ CACHE_MAX_BYTES = 8 * 2**30  # far above what the suite writes: a limit for the 
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-    """One persistent compilation cache for the command-line runs the tests start.
+    """One persistent compilation cache for the test processes and the runs they start.
 
-    Many tests start `python -m pix2pix_jax.main` (and the other commands) on the
-    same tiny configs: sharing compiled programs across those processes is much
-    of the suite's speed. The test processes themselves do not use the cache:
-    in long-lived workers that had loaded and saved hundreds of executables,
-    XLA:CPU crashed (SIGSEGV) while serialising, deserialising or compiling,
-    and the crashed worker left pytest-xdist waiting for ever. Entries are
-    written in place; with a size limit, every read and write holds the
+    Many tests compile the same tiny programs, in this process or in the
+    `python -m pix2pix_jax.main` (and other command) runs they start: sharing
+    compiled programs across processes is much of the suite's speed. Entries
+    are written in place; with a size limit, every read and write holds the
     cache's file lock, so no process loads an entry that another is still writing.
     """
     root = tmp_path_factory.getbasetemp()
@@ -60,10 +57,14 @@ def compilation_cache(tmp_path_factory):
     # A child session (test_cloud.py runs one) shares its parent's cache.
     path = os.environ.get("PIX2PIX_TEST_JAX_CACHE") or str(root / "jax_cache")
     os.makedirs(path, exist_ok=True)
-    jax.config.update("jax_enable_compilation_cache", False)  # this process: off
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
-    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(CACHE_MAX_BYTES)
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    settings = {
+        "jax_compilation_cache_dir": path,
+        "jax_compilation_cache_max_size": CACHE_MAX_BYTES,
+        "jax_persistent_cache_min_compile_time_secs": 0.5,
+    }
+    for name, value in settings.items():
+        jax.config.update(name, value)  # this process
+        os.environ[name.upper()] = str(value)  # the processes it starts
     return path
 
 
