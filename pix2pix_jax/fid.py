@@ -15,6 +15,14 @@ real; rounding can make the smallest ones slightly negative, and those are
 clipped to 0. This is stable for the singular covariances of small sets
 (fewer images than 2048 features), where sqrtm needs its offset.
 
+Sets of at most d images (an eval split of a few hundred) take a shortcut
+that gives the same distance without any d x d matrix: with the centred
+features A (N_a x d) and B, S_a = A^T A / (N_a - 1), S_b likewise, and the
+non-zero eigenvalues of S_a S_b are those of M M^T for M = A B^T /
+sqrt((N_a - 1)(N_b - 1)), so tr((S_a S_b)^(1/2)) is the sum of M's singular
+values, and tr(S_a) = |A|_F^2 / (N_a - 1). That costs N_a N_b d instead of
+three d x d eigendecompositions (seconds each at d = 2048).
+
 KID (Binkowski et al., 2018), as torch-fidelity computes it: the unbiased
 estimate of MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3,
 averaged over `num_subsets` random subsets of `subset_size` rows drawn without
@@ -70,7 +78,15 @@ def frechet_distance_from_stats(
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """FID of two feature sets ([N_a, d] and [N_b, d], at least 2 rows each)."""
     a, b = _checked_pair(features_a, features_b)
-    return frechet_distance_from_stats(*gaussian_stats(a), *gaussian_stats(b))
+    if max(len(a), len(b)) > a.shape[1]:
+        return frechet_distance_from_stats(*gaussian_stats(a), *gaussian_stats(b))
+    centred_a, centred_b = a - a.mean(axis=0), b - b.mean(axis=0)
+    scale_a, scale_b = len(a) - 1, len(b) - 1
+    cross = centred_a @ centred_b.T / np.sqrt(scale_a * scale_b)
+    trace_sqrt = np.linalg.svd(cross, compute_uv=False).sum()
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    traces = np.sum(centred_a**2) / scale_a + np.sum(centred_b**2) / scale_b
+    return float(diff @ diff + traces - 2.0 * trace_sqrt)
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -58,6 +58,21 @@ def test_frechet_distance_of_singular_covariances_matches_scipy():
     assert fid.frechet_distance(a, b) == pytest.approx(pytorch_fid_reference(a, b), rel=1e-5)
 
 
+@pytest.mark.parametrize("n_a, n_b", [(20, 30), (64, 64), (5, 2)])
+def test_small_sets_shortcut_equals_the_covariance_form(n_a, n_b):
+    """At most d images per set: the N x N form gives the d x d form's distance.
+
+    Within 1e-7: the d x d form adds the square roots of the rounding-level
+    eigenvalues (about 1e-16 each) of its rank-deficient matrices.
+    """
+    a = gaussian_features(5, n_a, 64)
+    b = gaussian_features(6, n_b, 64, shift=0.2, scale=0.7)
+    expected = fid.frechet_distance_from_stats(*fid.gaussian_stats(a), *fid.gaussian_stats(b))
+    assert fid.frechet_distance(a, b) == pytest.approx(expected, rel=1e-7)
+    assert fid.frechet_distance(b, a) == pytest.approx(expected, rel=1e-7)
+    assert fid.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
 def unbiased_mmd2_by_loops(x, y):
     d = x.shape[1]
 
